@@ -1,0 +1,1 @@
+"""MobileNet backbones for OpenMMLab."""

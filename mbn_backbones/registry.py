@@ -1,0 +1,26 @@
+"""Scoped registries of mbn_backbones.
+
+Each registry is a child of mmengine's root registry with the scope
+``mbn_backbones``. mmdet and mmseg configs reach our modules as
+``type='mbn_backbones.MobileNetV2'``: mmengine resolves the scope prefix
+through the root registry, so our names never clash with the ``MobileNetV2``
+and ``MobileNetV3`` that mmdet and mmseg register themselves (mmengine refuses a
+second registration of a name in one registry).
+"""
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mbn_backbones',
+                  locations=['mbn_backbones.models'])
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mbn_backbones',
+                    locations=['mbn_backbones.datasets'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mbn_backbones',
+                      locations=['mbn_backbones.datasets'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mbn_backbones',
+                 locations=['mbn_backbones.engine'])
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mbn_backbones',
+                   locations=['mbn_backbones.evaluation'])
