@@ -38,7 +38,7 @@ PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off)
 say "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION and build tools"
 "${PIP[@]}" -q --upgrade pip
 # setuptools<81: mmcv 2.1.0's setup.py imports pkg_resources, removed in 81.
-"${PIP[@]}" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "setuptools<81" wheel ninja numpy
+"${PIP[@]}" -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "setuptools<81" wheel ninja "numpy<2"
 
 pyver=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 wheel_dir="$CACHE/wheels/mmcv-$MMCV_VERSION-$pyver-torch$TORCH_VERSION"
@@ -48,7 +48,8 @@ if [ -z "$mmcv_wheel" ]; then
     say "no cached mmcv wheel in $wheel_dir: building mmcv $MMCV_VERSION from source (about 10 minutes on 2 cores)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$build"
+    # --no-build-isolation: even reading its metadata runs setup.py, which needs the setuptools<81 above.
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV_VERSION" -d "$build"
     tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
     # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++14/17.
     sed -i "s/-std=c++17/-std=c++20/g; s/'-std=c++14'\]$/'-std=c++20']/" "$build/mmcv-$MMCV_VERSION/setup.py"

@@ -1,0 +1,11 @@
+from .arch import ARCHS, Arch, Row
+from .backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
+from .classifier import MobileNetClassifier
+from .layers import (ConvNormAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite,
+                     fuse_conv_bn, make_divisible)
+
+__all__ = [
+    'ARCHS', 'Arch', 'Row', 'MobileNet', 'MobileNetV1', 'MobileNetV2', 'MobileNetV3',
+    'MobileNetClassifier', 'ConvNormAct', 'DepthwiseSeparable', 'InvertedResidual',
+    'SqueezeExcite', 'fuse_conv_bn', 'make_divisible',
+]
