@@ -1,0 +1,173 @@
+"""Workarounds for defects in the pinned upstream releases.
+
+Each workaround is one function whose docstring names the defect, the release
+it was found in and why the fix is correct. :func:`apply` runs the ones that
+must hold for every user of the package; importing :mod:`mbn_backbones`
+calls it, so configs that load us through ``custom_imports`` get them too.
+All of them are idempotent.
+
+:func:`adapt_to_cpu_distributed` is different: it rewrites a config, so only
+our tools call it, just before they build a Runner.
+"""
+import functools
+import os
+
+import torch
+
+# Marks a function that replaced an upstream one, so a second apply() is a no-op.
+_PATCHED = '_mbn_compat_patched'
+
+
+def fix_ssd_head_predict():
+    """Let mmdet 3.3.0's ``SSDHead`` predict and test.
+
+    Defect: every ``SSDHead`` (SSD, SSDLite) fails in ``predict`` with
+    ``AttributeError: 'SSDHead' object has no attribute 'loss_cls'``.
+    ``BaseDenseHead._predict_by_feat_single`` gained, in 3.3.0, the line
+    ``getattr(self.loss_cls, 'custom_cls_channels', False)`` for V3Det's
+    custom-channel losses; the ``getattr`` default covers a loss without that
+    flag, not a head without a loss. ``AnchorHead.__init__`` is the only place
+    that builds ``loss_cls``, and ``SSDHead.__init__`` skips it on purpose
+    (``super(AnchorHead, self).__init__``): SSD computes its softmax
+    cross-entropy with hard negative mining inline, in
+    ``loss_by_feat_single``.
+
+    Fix: after ``SSDHead.__init__``, a head that built no ``loss_cls`` gets
+    ``loss_cls = None``. That is the truth (SSD has no loss module), and the
+    prediction path then takes its ``use_sigmoid_cls`` branch, which SSD sets
+    to False: softmax over ``num_classes + 1`` with the background last, the
+    scoring SSD is trained for. A subclass that builds a real loss module
+    after ``super().__init__()`` still replaces the ``None``. Parameters and
+    state dicts are unchanged.
+    """
+    from mmdet.models.dense_heads import SSDHead
+
+    upstream_init = SSDHead.__init__
+    if getattr(upstream_init, _PATCHED, False):
+        return
+
+    @functools.wraps(upstream_init)
+    def __init__(self, *args, **kwargs):
+        upstream_init(self, *args, **kwargs)
+        if not hasattr(self, 'loss_cls'):
+            self.loss_cls = None
+
+    setattr(__init__, _PATCHED, True)
+    SSDHead.__init__ = __init__
+
+
+def mmengine_checkpoint_globals():
+    """The non-builtin globals that checkpoints saved by mmengine's Runner hold.
+
+    Found by saving checkpoints from real mmdet and mmseg runners (SGD and
+    AdamW, warm-up and multi-step/poly schedules, ``save_best`` with mmdet's
+    and mmseg's metrics, AMP off) and listing what
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports:
+
+    - ``mmengine.logging.history_buffer.HistoryBuffer``: the message hub's
+      ``log_scalars`` (losses, lr, time, val metrics);
+    - ``numpy.ndarray``, ``numpy.dtype`` and ``numpy.core.multiarray._reconstruct``:
+      the arrays inside each ``HistoryBuffer``;
+    - ``numpy.core.multiarray.scalar``: numpy scalars, e.g. mmseg's mIoU kept
+      as the best score in the message hub's ``runtime_info``.
+
+    Everything else in a checkpoint (``meta`` with the config text and
+    ``dataset_meta``, optimizer and scheduler state, ``OrderedDict``,
+    ``Counter``) is allowed by torch already.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    # numpy 2 moved the pickled names to numpy._core and pickles each dtype
+    # through its own class; the project pins numpy < 2.
+    from numpy.core import multiarray
+    return [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
+            multiarray.scalar]
+
+
+def allow_mmengine_checkpoint_globals():
+    """Let mmengine 0.10.7 load its own checkpoints under torch >= 2.6.
+
+    Defect: ``Runner.resume`` and ``load_checkpoint`` fail with
+    ``Weights only load failed ... Unsupported global: GLOBAL
+    mmengine.logging.history_buffer.HistoryBuffer``. torch 2.6 made
+    ``torch.load`` default to ``weights_only=True``, which refuses every
+    global it does not know; mmengine's ``CheckpointLoader`` calls
+    ``torch.load`` without ``weights_only``, and its checkpoints hold the
+    message hub's ``HistoryBuffer`` objects and numpy arrays and scalars.
+
+    Fix: allow exactly those globals (:func:`mmengine_checkpoint_globals`)
+    with ``torch.serialization.add_safe_globals``. ``weights_only`` stays on:
+    a checkpoint that pickles any other object is still refused.
+    """
+    allowed = set(map(id, torch.serialization.get_safe_globals()))
+    missing = [g for g in mmengine_checkpoint_globals() if id(g) not in allowed]
+    if missing:
+        torch.serialization.add_safe_globals(missing)
+
+
+def apply():
+    """Apply every workaround that must hold whenever mbn_backbones is imported."""
+    fix_ssd_head_predict()
+    allow_mmengine_checkpoint_globals()
+
+
+def adapt_to_cpu_distributed(cfg, launcher):
+    """Make a config run distributed on a machine without CUDA.
+
+    Three things in mmengine 0.10.7 assume CUDA once ``launcher`` is not
+    ``'none'``:
+
+    - the default and usual ``env_cfg.dist_cfg.backend`` is ``'nccl'``,
+      which needs GPUs; gloo is torch's CPU backend;
+    - ``init_dist('pytorch')`` calls ``torch.cuda.set_device(LOCAL_RANK)``
+      whatever the backend, which raises without a driver. The Runner skips
+      ``init_dist`` when a process group exists, so for the ``pytorch``
+      launcher (torchrun) we create the group here;
+    - ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to
+      ``DistributedDataParallel``, which torch refuses for a CPU module; it
+      must be ``None``.
+
+    Does nothing when CUDA is available or ``launcher`` is ``'none'``.
+
+    Args:
+        cfg (mmengine.Config): Config about to be given to ``Runner.from_cfg``;
+            changed in place.
+        launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+
+    Returns:
+        list[str]: One line per change, for the caller to print.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return []
+    notes = []
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    backend = dist_cfg.get('backend', 'nccl')
+    if backend == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+        notes.append('CUDA is not available: torch.distributed backend nccl -> gloo')
+
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        notes.append('CUDA is not available: DistributedDataParallel on CPU (device_ids=None)')
+    elif 'DistributedDataParallel' in str(wrapper.get('type', 'MMDistributedDataParallel')):
+        wrapper['device_ids'] = None
+        notes.append('CUDA is not available: DistributedDataParallel on CPU (device_ids=None)')
+
+    if launcher == 'pytorch' and not torch.distributed.is_initialized():
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        if kwargs.get('timeout') is not None:
+            import datetime
+            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+        torch.distributed.init_process_group(backend=dist_cfg['backend'], **kwargs)
+        notes.append(f'initialised the {dist_cfg["backend"]} process group '
+                     f'(rank {torch.distributed.get_rank()} of '
+                     f'{torch.distributed.get_world_size()}, LOCAL_RANK '
+                     f'{os.environ.get("LOCAL_RANK")}) without torch.cuda.set_device')
+    return notes

@@ -1,0 +1,130 @@
+"""Evaluate a checkpoint with an mmdet, mmseg or plain mmengine config.
+
+The config's ``default_scope`` picks the framework and with it the meaning of
+``--show-dir``; the metrics are the config's ``test_evaluator``.
+
+Examples::
+
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG CHECKPOINT --out work_dirs/preds.pkl
+    python tools/test.py CONFIG CHECKPOINT --show-dir vis
+    tools/dist_test.sh CONFIG CHECKPOINT 2
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mbn_backbones  # noqa: F401  registers our modules and applies compat
+from mbn_backbones.compat import adapt_to_cpu_distributed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test (evaluate) a checkpoint of an mmdet or mmseg model '
+                    '(the config\'s default_scope decides which) with '
+                    'mmengine\'s Runner.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('config', help='path of the config file')
+    parser.add_argument('checkpoint', help='checkpoint file to evaluate')
+    parser.add_argument(
+        '--work-dir',
+        help='where the evaluation log goes; default: the config\'s work_dir, '
+             'else ./work_dirs/<config file name without .py>')
+    parser.add_argument(
+        '--out', metavar='FILE.pkl',
+        help='also dump the raw predictions to this pickle file, for offline '
+             'evaluation (mmdet: DumpDetResults, masks as RLE; otherwise '
+             'mmengine\'s DumpResults)')
+    parser.add_argument(
+        '--show-dir', metavar='DIR',
+        help='draw the predictions and save the images in DIR (mmdet and mmseg '
+             'configs, through their visualization hook); a relative DIR is '
+             'resolved by mmdet against <work-dir>/<timestamp>')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision inference (needs a GPU)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='how the processes were launched')
+    # torch.distributed.launch passes --local_rank, newer launchers --local-rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
+    return args
+
+
+def default_work_dir(config_path):
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def enable_drawing(cfg, show_dir):
+    """Turn on the visualization hook of an mmdet or mmseg config."""
+    scope = cfg.get('default_scope')
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if scope not in ('mmdet', 'mmseg') or hook is None:
+        raise SystemExit(
+            f'--show-dir needs an mmdet or mmseg config with '
+            f'default_hooks.visualization; got default_scope={scope!r}'
+            f'{"" if hook is not None else " and no visualization hook"}')
+    hook.draw = True
+    if scope == 'mmdet':
+        hook.test_out_dir = show_dir
+    else:
+        # mmseg's hook has no output folder: its visualizer's backends save.
+        cfg.visualizer.save_dir = show_dir
+
+
+def build_cfg(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = default_work_dir(args.config)
+
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show_dir is not None:
+        enable_drawing(cfg, args.show_dir)
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_cfg(args)
+    for note in adapt_to_cpu_distributed(cfg, args.launcher):
+        print(f'[test] {note}', flush=True)
+
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+
+    if args.out is not None:
+        if cfg.get('default_scope') == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            dump = DumpDetResults(out_file_path=args.out)
+        else:
+            dump = DumpResults(out_file_path=args.out)
+        runner.test_evaluator.metrics.append(dump)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
