@@ -167,9 +167,10 @@ def _prepare_output(out: Path, manifest: dict, owned: Sequence[str], overwrite: 
     complete = all((out / name).exists() for name in owned)
     if path.is_file() and not overwrite:
         existing = json.loads(path.read_text())
-        if existing == manifest and complete:
+        same = all(existing.get(key) == value for key, value in manifest.items())
+        if same and complete:
             return True
-        if existing == manifest:
+        if same:
             raise FileExistsError(f'{out} has a manifest but lacks some of {list(owned)}; '
                                   'pass --overwrite (overwrite=True) to generate it again')
         old, new = existing.get('args', {}), manifest['args']
