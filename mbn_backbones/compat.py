@@ -11,6 +11,7 @@ our tools call it, just before they build a Runner.
 """
 import functools
 import os
+import pickle
 
 import torch
 
@@ -56,52 +57,87 @@ def fix_ssd_head_predict():
     SSDHead.__init__ = __init__
 
 
-def mmengine_checkpoint_globals():
-    """The non-builtin globals that checkpoints saved by mmengine's Runner hold.
+# HistoryBuffer.__getstate__ pickles the class's statistics methods, which
+# pickle writes as getattr(HistoryBuffer, name); these are the ones every
+# HistoryBuffer registers (HistoryBuffer._set_default_statistics).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
-    Found by saving checkpoints from real mmdet and mmseg runners (SGD and
-    AdamW, warm-up and multi-step/poly schedules, ``save_best`` with mmdet's
-    and mmseg's metrics, AMP off) and listing what
-    ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports:
+
+def history_buffer_statistic(obj, name):
+    """Stand-in for ``builtins.getattr`` while ``torch.load`` unpickles.
+
+    Checkpoints name ``getattr`` only to fetch ``HistoryBuffer.min``,
+    ``.max``, ``.current`` and ``.mean``; allowing the real ``getattr`` would
+    let a checkpoint read any attribute of any object it can reach. This one
+    returns those four methods and refuses everything else.
+    """
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer\'s '
+        f'statistics methods {HISTORY_BUFFER_STATISTICS} are allowed')
+
+
+def mmengine_checkpoint_globals():
+    """What ``weights_only`` unpickling must allow in a checkpoint saved by mmengine's Runner.
+
+    Found by saving checkpoints from real mmdet (SSDLite, SGD, warm-up and
+    cosine schedule) and mmseg (LR-ASPP, AdamW, warm-up and poly schedule,
+    ``save_best='mIoU'``) runners and a toy runner (SGD and AdamW, multi-step
+    schedule), then reading their pickles and loading them:
 
     - ``mmengine.logging.history_buffer.HistoryBuffer``: the message hub's
-      ``log_scalars`` (losses, lr, time, val metrics);
-    - ``numpy.ndarray``, ``numpy.dtype`` and ``numpy.core.multiarray._reconstruct``:
-      the arrays inside each ``HistoryBuffer``;
-    - ``numpy.core.multiarray.scalar``: numpy scalars, e.g. mmseg's mIoU kept
-      as the best score in the message hub's ``runtime_info``.
+      ``log_scalars`` (losses, lr, times, metrics);
+    - ``builtins.getattr``, answered by :func:`history_buffer_statistic`:
+      each HistoryBuffer's state holds its class's statistics methods;
+    - ``numpy.core.multiarray._reconstruct`` and ``numpy.ndarray``: the
+      HistoryBuffer's value and count histories;
+    - ``numpy.dtype`` and the dtype classes ``Float64DType`` and
+      ``Int64DType`` that unpickling builds: those histories are float64 and
+      int64 (``HistoryBuffer.update`` takes only Python ints and floats);
+    - ``numpy.core.multiarray.scalar``: numpy float64 scalars in
+      ``runtime_info``, e.g. ``eta`` (every checkpoint) and ``best_score``.
 
     Everything else in a checkpoint (``meta`` with the config text and
     ``dataset_meta``, optimizer and scheduler state, ``OrderedDict``,
-    ``Counter``) is allowed by torch already.
+    ``Counter``) torch allows already.
     """
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
-    # numpy 2 moved the pickled names to numpy._core and pickles each dtype
-    # through its own class; the project pins numpy < 2.
-    from numpy.core import multiarray
-    return [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
-            multiarray.scalar]
+    # The project pins numpy < 2; numpy 2 pickles these under numpy._core.
+    multiarray = np.core.multiarray if np.lib.NumpyVersion(np.__version__) < '2.0.0' \
+        else np._core.multiarray
+    return [
+        HistoryBuffer,
+        (history_buffer_statistic, 'builtins.getattr'),
+        multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        np.dtypes.Float64DType,
+        np.dtypes.Int64DType,
+        multiarray.scalar,
+    ]
 
 
 def allow_mmengine_checkpoint_globals():
     """Let mmengine 0.10.7 load its own checkpoints under torch >= 2.6.
 
-    Defect: ``Runner.resume`` and ``load_checkpoint`` fail with
-    ``Weights only load failed ... Unsupported global: GLOBAL
+    Defect: ``Runner.resume`` and ``load_checkpoint`` fail with ``Weights
+    only load failed ... Unsupported global: GLOBAL
     mmengine.logging.history_buffer.HistoryBuffer``. torch 2.6 made
     ``torch.load`` default to ``weights_only=True``, which refuses every
-    global it does not know; mmengine's ``CheckpointLoader`` calls
-    ``torch.load`` without ``weights_only``, and its checkpoints hold the
-    message hub's ``HistoryBuffer`` objects and numpy arrays and scalars.
+    global it does not know, and mmengine's ``CheckpointLoader`` calls
+    ``torch.load`` without ``weights_only``; its checkpoints hold the message
+    hub's ``HistoryBuffer`` objects with numpy arrays, and numpy scalars.
 
-    Fix: allow exactly those globals (:func:`mmengine_checkpoint_globals`)
-    with ``torch.serialization.add_safe_globals``. ``weights_only`` stays on:
-    a checkpoint that pickles any other object is still refused.
+    Fix: allow exactly those (:func:`mmengine_checkpoint_globals`) with
+    ``torch.serialization.add_safe_globals``. ``weights_only`` stays on: a
+    checkpoint that pickles anything else is still refused.
     """
-    allowed = set(map(id, torch.serialization.get_safe_globals()))
-    missing = [g for g in mmengine_checkpoint_globals() if id(g) not in allowed]
+    current = set(torch.serialization.get_safe_globals())
+    missing = [g for g in mmengine_checkpoint_globals() if g not in current]
     if missing:
         torch.serialization.add_safe_globals(missing)
 

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from mmengine.evaluator import BaseMetric
+from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
 from torch.utils.data import Dataset
@@ -38,15 +38,15 @@ def ssd_head_unpatched():
 
 def build_ssdlite(num_classes=3):
     """mmdet's own SSDLite (MobileNetV2) config, with fewer classes."""
-    from mmengine.config import Config
     from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
+    from mmengine.hub import get_config
+    from mmengine.registry import DefaultScope
 
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(SSDLITE_CONFIG)
+    cfg = get_config(SSDLITE_CONFIG)
     cfg.model.bbox_head.num_classes = num_classes
     torch.manual_seed(0)
-    return MODELS.build(cfg.model).eval()
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg.model).eval()
 
 
 def ssd_batch(size=SSD_INPUT):
@@ -153,7 +153,7 @@ def toy_runner(work_dir, optimizer, max_iters, **kwargs):
         work_dir=str(work_dir),
         train_dataloader=loader,
         val_dataloader=loader,
-        val_evaluator=ToyMetric(),
+        val_evaluator=Evaluator(ToyMetric()),
         val_cfg=dict(),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=2),
         optim_wrapper=dict(optimizer=OPTIMIZERS[optimizer]),
@@ -182,12 +182,12 @@ def toy_checkpoint(request, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def mmengine_globals_disallowed():
-    """Take our workaround's globals out of torch's weights_only allowlist."""
-    ours = {id(g) for g in compat.mmengine_checkpoint_globals()}
+def mmengine_globals_disallowed(keep=()):
+    """Take our workaround's entries, but ``keep``, out of torch's weights_only allowlist."""
+    removed = set(compat.mmengine_checkpoint_globals()) - set(keep)
     saved = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
-    torch.serialization.add_safe_globals([g for g in saved if id(g) not in ours])
+    torch.serialization.add_safe_globals([g for g in saved if g not in removed])
     try:
         yield
     finally:
@@ -195,16 +195,26 @@ def mmengine_globals_disallowed():
         torch.serialization.add_safe_globals(saved)
 
 
-def global_name(obj):
-    return f'{obj.__module__}.{obj.__qualname__}'
+def entry_name(entry):
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f'{entry.__module__}.{entry.__qualname__}'
 
 
-def test_checkpoint_needs_exactly_the_allowed_globals(toy_checkpoint):
+def test_checkpoint_loads_with_weights_only(toy_checkpoint):
     _, checkpoint = toy_checkpoint
     assert torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint) == []
-    with mmengine_globals_disallowed():
-        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(checkpoint))
-    assert needed == {global_name(g) for g in compat.mmengine_checkpoint_globals()}
+    loaded = torch.load(checkpoint)
+    assert set(loaded) == {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'}
+
+
+@pytest.mark.parametrize('entry', compat.mmengine_checkpoint_globals(), ids=entry_name)
+def test_every_allowed_global_is_needed(entry, toy_checkpoint):
+    _, checkpoint = toy_checkpoint
+    others = [g for g in compat.mmengine_checkpoint_globals() if g != entry]
+    with mmengine_globals_disallowed(keep=others):
+        with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+            torch.load(checkpoint)
 
 
 def test_resume_fails_upstream_without_workaround(toy_checkpoint, tmp_path):
@@ -254,9 +264,17 @@ class Payload:
         return _record, ('code ran while loading',)
 
 
-def test_weights_only_still_refuses_other_globals(tmp_path):
+class AttributeProbe:
+    """Unpickles to an attribute that is not a HistoryBuffer statistic."""
+
+    def __reduce__(self):
+        return getattr, (torch.Tensor, 'new_empty')
+
+
+@pytest.mark.parametrize('payload', [Payload(), AttributeProbe()], ids=type)
+def test_weights_only_still_refuses_other_globals(payload, tmp_path):
     checkpoint = tmp_path / 'payload.pth'
-    torch.save(dict(state_dict={}, meta=dict(payload=Payload())), checkpoint)
+    torch.save(dict(state_dict={}, meta=dict(payload=payload)), checkpoint)
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
         load_checkpoint(ToyRegressor(), str(checkpoint), map_location='cpu')
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
@@ -267,9 +285,9 @@ def test_weights_only_still_refuses_other_globals(tmp_path):
 def test_checkpoint_globals_are_registered_once():
     compat.apply()
     compat.apply()
-    safe = [id(g) for g in torch.serialization.get_safe_globals()]
+    safe = torch.serialization.get_safe_globals()
     for g in compat.mmengine_checkpoint_globals():
-        assert safe.count(id(g)) == 1, global_name(g)
+        assert safe.count(g) == 1, entry_name(g)
 
 
 # ---------------------------------------------------------------------------
