@@ -1,4 +1,5 @@
 """The synthetic demo datasets: determinism, validity, and loading in mmdet/mmseg."""
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_synthetic_cityscapes_writes_same_bytes_every_run(cityscapes_root, tmp_p
 
 
 def test_synthetic_seed_changes_the_images(coco_root, tmp_path):
-    make_synthetic_coco(tmp_path, SyntheticCocoSpec(**{**vars(COCO_SPEC), 'seed': COCO_SPEC.seed + 1}))
+    make_synthetic_coco(tmp_path, dataclasses.replace(COCO_SPEC, seed=COCO_SPEC.seed + 1))
     ours, theirs = _tree_bytes(coco_root), _tree_bytes(tmp_path)
     assert ours['train2017/000002.jpg'] != theirs['train2017/000002.jpg']
 
