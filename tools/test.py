@@ -1,10 +1,9 @@
 """Evaluate a checkpoint with an mmdet, mmseg or plain mmengine config.
 
-The config's ``default_scope`` picks the framework and with it the meaning of
-``--show-dir``; the metrics are the config's ``test_evaluator``.
+The config's default_scope picks the framework and with it how --out and
+--show-dir work; the metrics are the config's test_evaluator.
 
-Examples::
-
+examples:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out work_dirs/preds.pkl
     python tools/test.py CONFIG CHECKPOINT --show-dir vis
@@ -15,20 +14,11 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-import mbn_backbones  # noqa: F401  registers our modules and applies compat
-from mbn_backbones.compat import adapt_to_cpu_distributed
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Test (evaluate) a checkpoint of an mmdet or mmseg model '
-                    '(the config\'s default_scope decides which) with '
-                    'mmengine\'s Runner.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='path of the config file')
     parser.add_argument('checkpoint', help='checkpoint file to evaluate')
     parser.add_argument(
@@ -42,9 +32,10 @@ def parse_args(argv=None):
              'mmengine\'s DumpResults)')
     parser.add_argument(
         '--show-dir', metavar='DIR',
-        help='draw the predictions and save the images in DIR (mmdet and mmseg '
-             'configs, through their visualization hook); a relative DIR is '
-             'resolved by mmdet against <work-dir>/<timestamp>')
+        help='draw the predictions and save the images under DIR, through the '
+             'config\'s visualization hook (mmdet and mmseg configs). mmdet reads '
+             'a relative DIR inside <work-dir>/<timestamp>; mmseg writes to '
+             'DIR/vis_data/vis_image')
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision inference (needs a GPU)')
@@ -53,7 +44,9 @@ def parse_args(argv=None):
         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='how the processes were launched')
+        default='none',
+        help='how the processes were started: none (one process; the default), '
+             'pytorch (torchrun, as tools/dist_*.sh do), slurm or mpi')
     # torch.distributed.launch passes --local_rank, newer launchers --local-rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
@@ -82,7 +75,10 @@ def enable_drawing(cfg, show_dir):
         hook.test_out_dir = show_dir
     else:
         # mmseg's hook has no output folder: its visualizer's backends save.
+        # It draws every `interval`-th batch (50 in mmseg's configs); here the
+        # point is to see them all.
         cfg.visualizer.save_dir = show_dir
+        hook.interval = 1
 
 
 def build_cfg(args):
@@ -107,6 +103,15 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Imported after parsing so that --help answers at once. mbn_backbones
+    # registers our modules and applies the upstream workarounds, which must
+    # happen before the Runner is built.
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import mbn_backbones  # noqa: F401
+    from mbn_backbones.compat import adapt_to_cpu_distributed
+
     cfg = build_cfg(args)
     for note in adapt_to_cpu_distributed(cfg, args.launcher):
         print(f'[test] {note}', flush=True)
@@ -121,6 +126,7 @@ def main(argv=None):
             from mmdet.evaluation import DumpDetResults
             dump = DumpDetResults(out_file_path=args.out)
         else:
+            from mmengine.evaluator import DumpResults
             dump = DumpResults(out_file_path=args.out)
         runner.test_evaluator.metrics.append(dump)
     runner.test()

@@ -1,11 +1,10 @@
 """Train a model from an mmdet, mmseg or plain mmengine config.
 
-The config's ``default_scope`` picks the framework; this script only prepares
-the config and hands it to mmengine's Runner.
+The config's default_scope picks the framework; this script only prepares the
+config and hands it to mmengine's Runner.
 
-Examples::
-
-    python tools/train.py configs/ssdlite/<config>.py
+examples:
+    python tools/train.py CONFIG
     python tools/train.py CONFIG --resume                # latest checkpoint in the work dir
     python tools/train.py CONFIG --resume PATH.pth
     python tools/train.py CONFIG --cfg-options train_cfg.max_iters=100
@@ -16,18 +15,11 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
-import mbn_backbones  # noqa: F401  registers our modules and applies compat
-from mbn_backbones.compat import adapt_to_cpu_distributed
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Train an mmdet or mmseg model (the config\'s default_scope '
-                    'decides which) with mmengine\'s Runner.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='path of the config file')
     parser.add_argument(
         '--work-dir',
@@ -46,7 +38,9 @@ def parse_args(argv=None):
              'optim_wrapper.optimizer.lr=0.01; lists as key="[a,b]"')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='how the processes were launched')
+        default='none',
+        help='how the processes were started: none (one process; the default), '
+             'pytorch (torchrun, as tools/dist_*.sh do), slurm or mpi')
     # torch.distributed.launch passes --local_rank, newer launchers --local-rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
@@ -92,6 +86,15 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Imported after parsing so that --help answers at once. mbn_backbones
+    # registers our modules and applies the upstream workarounds, which must
+    # happen before the Runner is built.
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import mbn_backbones  # noqa: F401
+    from mbn_backbones.compat import adapt_to_cpu_distributed
+
     cfg = build_cfg(args)
     for note in adapt_to_cpu_distributed(cfg, args.launcher):
         print(f'[train] {note}', flush=True)
