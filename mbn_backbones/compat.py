@@ -177,8 +177,12 @@ def adapt_to_cpu_distributed(cfg, launcher):
     if launcher == 'none' or torch.cuda.is_available():
         return []
     notes = []
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    # (ConfigDict copies what it is given, so no setdefault chains.)
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = dict()
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = dict()
+    dist_cfg = cfg.env_cfg.dist_cfg
     backend = dist_cfg.get('backend', 'nccl')
     if backend == 'nccl':
         dist_cfg['backend'] = 'gloo'
@@ -186,15 +190,22 @@ def adapt_to_cpu_distributed(cfg, launcher):
 
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:
+        # What Runner.wrap_model builds by default, on CPU.
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel',
             device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
         notes.append('CUDA is not available: DistributedDataParallel on CPU (device_ids=None)')
-    elif 'DistributedDataParallel' in str(wrapper.get('type', 'MMDistributedDataParallel')):
-        wrapper['device_ids'] = None
-        notes.append('CUDA is not available: DistributedDataParallel on CPU (device_ids=None)')
+    else:
+        from mmengine.registry import MODEL_WRAPPERS
+        wrapper_type = wrapper.get('type', 'MMDistributedDataParallel')
+        if isinstance(wrapper_type, str):
+            wrapper_type = MODEL_WRAPPERS.get(wrapper_type)
+        if isinstance(wrapper_type, type) and issubclass(
+                wrapper_type, torch.nn.parallel.DistributedDataParallel):
+            wrapper['device_ids'] = None
+            notes.append('CUDA is not available: DistributedDataParallel on CPU (device_ids=None)')
 
     if launcher == 'pytorch' and not torch.distributed.is_initialized():
         kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}

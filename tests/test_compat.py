@@ -303,6 +303,17 @@ def test_cpu_distributed_switches_nccl_to_gloo(monkeypatch):
     assert any('nccl -> gloo' in note for note in notes)
 
 
+def test_cpu_distributed_fills_in_a_missing_env_cfg(monkeypatch):
+    from mmengine.config import Config
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config(dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel',
+                                             find_unused_parameters=True)))
+    compat.adapt_to_cpu_distributed(cfg, 'slurm')
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model_wrapper_cfg.find_unused_parameters
+
+
 def test_cpu_distributed_leaves_single_process_and_gloo_alone(monkeypatch):
     from mmengine.config import Config
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
