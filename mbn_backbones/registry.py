@@ -11,6 +11,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -24,3 +25,6 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mbn_backbones',
                  locations=['mbn_backbones.engine'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mbn_backbones',
                    locations=['mbn_backbones.evaluation'])
+# anchor generators and other helpers that heads build from config
+TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, scope='mbn_backbones',
+                      locations=['mbn_backbones.models'])

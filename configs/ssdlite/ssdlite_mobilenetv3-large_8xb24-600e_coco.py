@@ -1,0 +1,15 @@
+_base_ = './ssdlite_mobilenetv2_8xb24-600e_coco.py'
+
+# SSDLite on MobileNetV3-Large (V3 paper, section 6.2): C4 is the expansion
+# of the 13th bottleneck (the first stride-32 one, 672 channels at stride
+# 16), C5 the last 1x1 conv (960).
+backbone_channels = (672, 960)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mbn_backbones.MobileNetV3',
+        arch='large',
+        out_indices=('13.expand', 16),
+        norm_cfg=_base_.norm_cfg),
+    neck=dict(in_channels=backbone_channels),
+    bbox_head=dict(in_channels=backbone_channels + _base_.extra_channels))

@@ -1,0 +1,2 @@
+"""Heads for OpenMMLab detectors and segmentors."""
+from .ssdlite_head import SSDLiteAnchorGenerator, SSDLiteHead  # noqa: F401
