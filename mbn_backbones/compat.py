@@ -9,6 +9,7 @@ All of them are idempotent.
 :func:`adapt_to_cpu_distributed` is different: it rewrites a config, so only
 our tools call it, just before they build a Runner.
 """
+import datetime
 import functools
 import os
 import pickle
@@ -35,9 +36,9 @@ def fix_ssd_head_predict():
 
     Fix: after ``SSDHead.__init__``, a head that built no ``loss_cls`` gets
     ``loss_cls = None``. That is the truth (SSD has no loss module), and the
-    prediction path then takes its ``use_sigmoid_cls`` branch, which SSD sets
-    to False: softmax over ``num_classes + 1`` with the background last, the
-    scoring SSD is trained for. A subclass that builds a real loss module
+    prediction path then falls through to its ``use_sigmoid_cls`` test, which
+    SSD sets to False: softmax over ``num_classes + 1`` with the background
+    last, the scoring SSD is trained for. A subclass that builds a real loss module
     after ``super().__init__()`` still replaces the ``None``. Parameters and
     state dicts are unchanged.
     """
@@ -210,7 +211,6 @@ def adapt_to_cpu_distributed(cfg, launcher):
     if launcher == 'pytorch' and not torch.distributed.is_initialized():
         kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
         if kwargs.get('timeout') is not None:
-            import datetime
             kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
         torch.distributed.init_process_group(backend=dist_cfg['backend'], **kwargs)
         notes.append(f'initialised the {dist_cfg["backend"]} process group '

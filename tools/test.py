@@ -97,7 +97,8 @@ def build_cfg(args):
     if args.show_dir is not None:
         enable_drawing(cfg, args.show_dir)
     if args.amp:
-        cfg.test_cfg.fp16 = True
+        # mmengine's TestLoop runs the model under autocast with fp16=True.
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
     return cfg
 
 
