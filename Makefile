@@ -4,7 +4,7 @@
 #   make test                  setup, then the whole test suite
 #   make test PYTEST_ARGS='-x tests/test_tools.py'
 #   make demo                  setup, then tools/demo/run_demo.py
-#   make clean                 remove work_dirs/ and what was generated under data/
+#   make clean                 remove work_dirs/ and the generated datasets under data/
 #   make distclean             clean, and also the venv and the mmcv wheel cache
 
 PYTHON := .venv/bin/python
@@ -23,11 +23,11 @@ test: setup
 demo: setup
 	$(PYTHON) tools/demo/run_demo.py
 
-# data/ holds generated data and links to datasets kept elsewhere: remove the
-# former, keep the links (rm never follows them into their targets anyway).
+# Only what our generators made (they leave mbn_synthetic.json): data/ may also
+# hold a user's own datasets (data/coco, data/cityscapes), which are never touched.
 clean:
 	rm -rf work_dirs
-	if [ -d data ]; then find data -mindepth 1 -maxdepth 1 ! -type l -exec rm -rf {} +; fi
+	for d in data/*/; do if [ -f "$$d/mbn_synthetic.json" ]; then rm -rf "$$d"; fi; done
 
 distclean: clean
 	rm -rf .venv "$(MBN_CACHE)"
