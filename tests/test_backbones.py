@@ -33,7 +33,7 @@ def last_channels(arch, width):
     return 6 * make_divisible({'v3_large': 160, 'v3_small': 96}[arch] * width)
 
 
-@pytest.mark.parametrize('arch,width,stride', itertools.product(ARCHS, WIDTHS, STRIDES))
+@pytest.mark.parametrize('arch,width,stride', list(itertools.product(ARCHS, WIDTHS, STRIDES)))
 def test_last_feature_shape_for_every_arch_width_and_output_stride(arch, width, stride):
     model = build(arch, widen_factor=width, out_indices=(-1,), output_stride=stride).eval()
     with torch.no_grad():
@@ -83,22 +83,29 @@ def test_dilation_replaces_stride_and_keeps_the_receptive_field_growing():
 
 
 # Paper counts (../shared/PAPERS.md): params, MAdds at 224x224, 1000 classes.
-@pytest.mark.parametrize('arch,width,params,madds', [
-    ('v1', 1.0, 4.2e6, 569e6),
-    ('v1', 0.5, 1.3e6, 149e6),
-    ('v2', 1.0, 3.4e6, 300e6),
-    ('v2', 1.4, 6.1e6, 585e6),   # TF-slim 6.06M, timm 6.11M; the paper's 6.9M is reproduced nowhere
-    ('v3_large', 1.0, 5.4e6, 219e6),
-    ('v3_small', 1.0, 2.5e6, 56e6),
+# Where the paper rounds (V2 1.0 says 3.4M), the issue accepts torchvision's exact
+# count for the same architecture instead of the 3% band: that is the fourth column.
+@pytest.mark.parametrize('arch,width,params,madds,exact_params', [
+    ('v1', 1.0, 4.2e6, 569e6, None),
+    ('v1', 0.5, 1.3e6, 149e6, None),
+    ('v2', 1.0, 3.4e6, 300e6, 3_504_872),
+    ('v2', 1.4, 6.1e6, 585e6, None),  # TF-slim 6.06M, timm 6.11M; the paper's 6.9M is reproduced nowhere
+    ('v3_large', 1.0, 5.4e6, 219e6, 5_483_032),
+    ('v3_small', 1.0, 2.5e6, 56e6, 2_542_856),
 ])
-def test_classifier_counts_match_the_papers_within_3_percent(arch, width, params, madds):
+def test_classifier_counts_match_the_papers_within_3_percent(arch, width, params, madds,
+                                                             exact_params):
     model = MobileNetClassifier(dict(type=f'MobileNetV{arch[1]}', widen_factor=width,
                                      **({'arch': arch[3:]} if arch.startswith('v3') else {})))
-    assert count_params(model) == pytest.approx(params, rel=0.03)
+    n = count_params(model)
+    if exact_params is not None:
+        assert n == exact_params
+    else:
+        assert n == pytest.approx(params, rel=0.03)
     assert count_madds(model) == pytest.approx(madds, rel=0.03)
 
 
-@pytest.mark.parametrize('arch,width', itertools.product(['v2', 'v3_large', 'v3_small'], WIDTHS))
+@pytest.mark.parametrize('arch,width', list(itertools.product(['v2', 'v3_large', 'v3_small'], WIDTHS)))
 def test_parameter_count_equals_torchvision_for_the_same_architecture(arch, width):
     name = {'v2': 'mobilenet_v2', 'v3_large': 'mobilenet_v3_large',
             'v3_small': 'mobilenet_v3_small'}[arch]
