@@ -9,4 +9,4 @@ from . import compat, registry  # noqa: F401
 
 compat.apply()
 
-from . import models  # noqa: E402,F401
+from . import engine, models  # noqa: E402,F401

@@ -143,10 +143,116 @@ def allow_mmengine_checkpoint_globals():
         torch.serialization.add_safe_globals(missing)
 
 
+def make_checkpoint_saving_atomic():
+    """Never leave a truncated checkpoint behind (mmengine 0.10.7).
+
+    Defect: ``mmengine.runner.checkpoint.save_checkpoint`` serialises into
+    memory and then ``LocalBackend.put`` opens the target with ``'wb'`` and
+    writes: the file is truncated first and filled later, so a kill, a power
+    cut or a full disk in between leaves a prefix of a checkpoint under the
+    final name. ``CheckpointHook._save_checkpoint_with_step`` makes it worse:
+    it deletes the oldest checkpoint (``max_keep_ckpts``) *before* saving the
+    new one, and then rewrites ``last_checkpoint`` in place; with
+    ``max_keep_ckpts=1`` a failed save leaves no usable checkpoint at all, and
+    ``--resume`` follows ``last_checkpoint`` to a broken file.
+
+    Fix: local checkpoints and ``last_checkpoint`` go through
+    :func:`mbn_backbones.engine.checkpoint.atomic_save` (temporary file in the
+    same folder, fsync, ``os.replace``); the hook deletes the oldest checkpoint
+    only after the new one and ``last_checkpoint`` are in place. What the
+    checkpoint holds (including ``keep_ckpt_ids`` and ``last_ckpt`` in the
+    message hub) is unchanged. Remote paths (``s3://`` ...) keep mmengine's
+    path. ``best_*.pth`` rotation (``save_best``) is left as upstream has it.
+    """
+    import mmengine.runner
+    import mmengine.runner.checkpoint as checkpoint_module
+    import mmengine.runner.runner as runner_module
+    from mmengine.dist import is_main_process
+    from mmengine.hooks import CheckpointHook
+
+    from .engine.checkpoint import atomic_save, atomic_write_text
+
+    upstream_save = checkpoint_module.save_checkpoint
+    if not getattr(upstream_save, _PATCHED, False):
+        @functools.wraps(upstream_save)
+        def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+            if file_client_args is None and backend_args is None and '://' not in str(filename):
+                atomic_save(checkpoint, str(filename))
+            else:
+                upstream_save(checkpoint, filename, file_client_args=file_client_args,
+                              backend_args=backend_args)
+
+        setattr(save_checkpoint, _PATCHED, True)
+        for module in (checkpoint_module, runner_module, mmengine.runner):
+            module.save_checkpoint = save_checkpoint
+
+    if getattr(CheckpointHook._save_checkpoint_with_step, _PATCHED, False):
+        return
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        stale = None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                stale = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir, ckpt_filename, self.file_client_args,
+            save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
+            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        atomic_write_text(os.path.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        if stale is not None:
+            stale_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(stale))
+            if self.file_backend.isfile(stale_path):
+                self.file_backend.remove(stale_path)
+            elif self.file_backend.isdir(stale_path):  # deepspeed saves folders
+                self.file_backend.rmtree(stale_path)
+
+    setattr(_save_checkpoint_with_step, _PATCHED, True)
+    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
+
+
+def explain_checkpoint_load_errors():
+    """Name the file when a local checkpoint cannot be loaded (mmengine 0.10.7).
+
+    Defect: mmengine's local loader calls ``torch.load`` bare. A checkpoint
+    refused by ``weights_only`` (one that would import or call code) fails
+    with torch's ``Weights only load failed ... Unsupported global`` and a
+    truncated one with ``PytorchStreamReader failed reading zip archive``;
+    neither says which file, and the second does not say it is truncated.
+
+    Fix: register :func:`mbn_backbones.engine.checkpoint.load_local_checkpoint`
+    as the loader for local paths: ``weights_only=True`` passed explicitly
+    (not left to torch's default), the same exception types, messages that name
+    the file and what to do, torch's own text kept at the end.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .engine.checkpoint import load_local_checkpoint
+
+    current = CheckpointLoader._schemes.get('')
+    if getattr(current, _PATCHED, False):
+        return
+
+    def load_from_local(filename, map_location):
+        return load_local_checkpoint(filename, map_location=map_location)
+
+    setattr(load_from_local, _PATCHED, True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+
+
 def apply():
     """Apply every workaround that must hold whenever mbn_backbones is imported."""
     fix_ssd_head_predict()
     allow_mmengine_checkpoint_globals()
+    make_checkpoint_saving_atomic()
+    explain_checkpoint_load_errors()
 
 
 def adapt_to_cpu_distributed(cfg, launcher):

@@ -14,6 +14,10 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='NumClassCheckHook'),
     dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
+    # random states in checkpoints: a resumed run equals an uninterrupted one
+    dict(type='mbn_backbones.RNGStateHook'),
+    # stops at the first NaN/inf loss, naming the iteration, before it is saved
+    dict(type='mbn_backbones.FiniteLossHook'),
 ]
 
 env_cfg = dict(
