@@ -102,6 +102,29 @@ def build_cfg(args):
     return cfg
 
 
+def check_checkpoint_fits(runner, checkpoint):
+    """Refuse a checkpoint that is unsafe to unpickle or does not fit the model.
+
+    mmengine loads weights non-strictly and only logs what did not match, so
+    the checkpoint of another architecture would be evaluated with random
+    weights in place of the missing ones.
+    """
+    import pickle
+
+    from mmengine.model import is_model_wrapper
+
+    from mbn_backbones.engine import CheckpointError, check_state_dict_matches, load_local_checkpoint
+
+    if '://' in checkpoint:
+        return
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    try:
+        check_state_dict_matches(model, load_local_checkpoint(checkpoint, map_location='cpu'),
+                                 checkpoint)
+    except (CheckpointError, pickle.UnpicklingError) as e:
+        raise SystemExit(f'[test] {e}')
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing so that --help answers at once. mbn_backbones
@@ -113,7 +136,15 @@ def main(argv=None):
     import mbn_backbones  # noqa: F401
     from mbn_backbones.compat import adapt_to_cpu_distributed
 
+    from mbn_backbones.engine import ConfigError, check_config
+
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        raise SystemExit(f'[test] checkpoint file not found: {args.checkpoint}')
     cfg = build_cfg(args)
+    try:
+        check_config(cfg)
+    except ConfigError as e:
+        raise SystemExit(f'[test] {args.config}: {e}')
     for note in adapt_to_cpu_distributed(cfg, args.launcher):
         print(f'[test] {note}', flush=True)
 
@@ -121,6 +152,7 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    check_checkpoint_fits(runner, args.checkpoint)
 
     if args.out is not None:
         if cfg.get('default_scope') == 'mmdet':

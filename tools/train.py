@@ -84,6 +84,37 @@ def build_cfg(args):
     return cfg
 
 
+def check_work_dir(cfg, args):
+    """Keep one run per work dir; point --resume at a checkpoint that exists.
+
+    Raises SystemExit, before anything is written, when the work dir already
+    holds checkpoints and --resume was not given (a second run would mix its
+    checkpoints and ``last_checkpoint`` with the first one's and delete them
+    through ``max_keep_ckpts``), or when --resume names no usable checkpoint.
+    """
+    from mbn_backbones.engine import CheckpointError, existing_checkpoints, resolve_last_checkpoint
+
+    if args.resume is None:
+        found = existing_checkpoints(cfg.work_dir)
+        if found:
+            raise SystemExit(
+                f'[train] work dir {cfg.work_dir} already holds a run ({", ".join(found)}); '
+                f'nothing was changed. Continue it with --resume, or train into another '
+                f'--work-dir.')
+    elif args.resume == 'auto':
+        try:
+            latest = resolve_last_checkpoint(cfg.work_dir)
+        except CheckpointError as e:
+            raise SystemExit(f'[train] --resume: {e}')
+        if latest is None:
+            print(f'[train] --resume: no last_checkpoint in {cfg.work_dir}, starting from '
+                  f'iteration 0', flush=True)
+        else:
+            cfg.load_from = latest
+    elif '://' not in args.resume and not osp.isfile(args.resume):
+        raise SystemExit(f'[train] --resume: checkpoint file not found: {args.resume}')
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing so that --help answers at once. mbn_backbones
@@ -95,7 +126,14 @@ def main(argv=None):
     import mbn_backbones  # noqa: F401
     from mbn_backbones.compat import adapt_to_cpu_distributed
 
+    from mbn_backbones.engine import ConfigError, check_config
+
     cfg = build_cfg(args)
+    try:
+        check_config(cfg)
+    except ConfigError as e:
+        raise SystemExit(f'[train] {args.config}: {e}')
+    check_work_dir(cfg, args)
     for note in adapt_to_cpu_distributed(cfg, args.launcher):
         print(f'[train] {note}', flush=True)
 

@@ -9,3 +9,6 @@ __all__ = [
     'atomic_write_text', 'check_state_dict_matches', 'existing_checkpoints', 'get_rng_state',
     'load_local_checkpoint', 'resolve_last_checkpoint', 'set_rng_state',
 ]
+from .config_check import ConfigError, check_config, unknown_arguments  # noqa: E402
+
+__all__ += ['ConfigError', 'check_config', 'unknown_arguments']

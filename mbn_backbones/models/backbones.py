@@ -127,6 +127,12 @@ class MobileNet(BaseModule):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f'{type(self).__name__} expects images of shape (N, 3, H, W), '
                              f'got {tuple(x.shape)}')
+        # Smaller than its stride, the deepest output is computed from zero padding alone.
+        min_size = max(self.out_strides)
+        if x.shape[2] < min_size or x.shape[3] < min_size:
+            raise ValueError(f'{type(self).__name__} needs images of at least {min_size}x{min_size} '
+                             f'pixels (the stride of its deepest output in out_indices), '
+                             f'got {x.shape[2]}x{x.shape[3]}')
         if self.deploy:
             x = x.contiguous(memory_format=torch.channels_last)
         found: dict[tuple[int, bool], torch.Tensor] = {}
