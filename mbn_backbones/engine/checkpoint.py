@@ -68,7 +68,8 @@ def _atomic_write(path: str, write, what: str) -> None:
         except OSError:
             pass
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = 'the previous file is unchanged' if osp.exists(path) else 'nothing was written'
+            kept = ('the file there is unchanged' if osp.exists(path) else
+                    'no file was created under that name') + ', files saved before are untouched'
             raise OSError(
                 e.errno,
                 f'no space left on the device while saving {what} {path} '

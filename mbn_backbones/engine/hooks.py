@@ -181,10 +181,10 @@ class FiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not outputs or 'loss' not in outputs:
             return
-        loss = outputs['loss']
+        loss = torch.as_tensor(outputs['loss']).detach()
         if bool(torch.isfinite(torch.as_tensor(loss)).all()):
             return
-        terms = ', '.join(f'{k}={float(torch.as_tensor(v).float().mean()):.4g}'
+        terms = ', '.join(f'{k}={float(torch.as_tensor(v).detach().float().mean()):.4g}'
                           for k, v in outputs.items())
         paths = _image_paths(data_batch)
         images = f'; images of the batch: {", ".join(paths[:8])}' if paths else ''

@@ -1,0 +1,253 @@
+"""Checkpoints survive kills and full disks; random states resume; NaN losses stop training.
+
+Most tests drive a real mmengine Runner on a toy regressor whose dataset
+augments with the global random generators in the main process, as mmdet's
+and mmseg's transforms do with ``num_workers=0``.
+"""
+import errno
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+import mbn_backbones  # noqa: F401  (applies compat: atomic saving, safe loading)
+from mbn_backbones.engine import RNGStateHook, atomic_save, get_rng_state, set_rng_state
+from mbn_backbones.engine.checkpoint import TMP_PREFIX
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NoisyDataset(Dataset):
+    """y = sum(x); x gets noise from all three global generators, like an augmentation."""
+
+    def __init__(self, size=8, nan_at=None):
+        self.size, self.nan_at = size, nan_at
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        x = torch.arange(4, dtype=torch.float32) + index
+        x = x + torch.rand(4) + float(np.random.rand()) + random.random()
+        y = x.sum(0, keepdim=True)
+        if index == self.nan_at:
+            y = y * float('nan')
+        return dict(inputs=x, targets=y)
+
+
+class Regressor(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        pred = self.linear(inputs)
+        if mode == 'loss':
+            return dict(loss=torch.nn.functional.mse_loss(pred, targets))
+        return pred
+
+
+RUN_NUMBER = itertools.count()
+
+
+def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, **kwargs):
+    torch.manual_seed(0)  # the model is built before the Runner seeds anything
+    return Runner(
+        model=Regressor(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=dataset or NoisyDataset(), batch_size=2, num_workers=0,
+            sampler=dict(type='InfiniteSampler' if not by_epoch else 'DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=by_epoch, max_iters=max_iters) if not by_epoch else
+        dict(by_epoch=True, max_epochs=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001, momentum=0.9)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=by_epoch,
+                                           max_keep_ckpts=keep),
+                           logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[dict(type='mbn_backbones.RNGStateHook'),
+                      dict(type='mbn_backbones.FiniteLossHook')],
+        log_processor=dict(by_epoch=by_epoch),
+        randomness=dict(seed=0),
+        default_scope='mmengine',
+        experiment_name=f'mbn_reliability_{next(RUN_NUMBER)}',
+        **kwargs)
+
+
+def weights(runner):
+    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------
+# random states
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    torch.save({'rng_state': get_rng_state()}, tmp_path / 'c.pth')
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    set_rng_state(torch.load(tmp_path / 'c.pth', weights_only=True)['rng_state'])
+    assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
+
+
+def test_validation_leaves_the_training_random_stream_alone():
+    hook = RNGStateHook()
+    torch.manual_seed(0)
+    expected = torch.rand(2).tolist()
+    torch.manual_seed(0)
+    hook.before_val_epoch(None)
+    torch.rand(10), np.random.rand(), random.random()  # validation draws
+    hook.after_val_epoch(None)
+    assert torch.rand(2).tolist() == expected
+
+
+@pytest.mark.parametrize('by_epoch', [False, True], ids=['iter_based', 'epoch_based'])
+def test_resumed_toy_run_equals_uninterrupted(by_epoch, tmp_path):
+    straight = toy_runner(tmp_path / 'straight', by_epoch=by_epoch)
+    straight.train()
+    first = toy_runner(tmp_path / 'part', max_iters=2, by_epoch=by_epoch)
+    first.train()
+    name = 'epoch_2.pth' if by_epoch else 'iter_2.pth'
+    resumed = toy_runner(tmp_path / 'resumed', by_epoch=by_epoch, resume=True,
+                         load_from=str(tmp_path / 'part' / name))
+    resumed.train()
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), (a, b)
+
+
+def test_epoch_based_resume_without_the_hook_drifts(tmp_path):
+    """The defect RNGStateHook fixes: mmengine re-seeds on resume, so epoch 3 is augmented
+    with epoch 1's random numbers. (Iteration-based loops replay the skipped batches, which
+    redraws them; there validation between save and resume is what the hook corrects.)"""
+    def runner(work_dir, **kwargs):
+        r = toy_runner(work_dir, by_epoch=True, **kwargs)
+        r._hooks = [h for h in r._hooks if not isinstance(h, RNGStateHook)]
+        return r
+    straight = runner(tmp_path / 'straight')
+    straight.train()
+    runner(tmp_path / 'part', max_iters=2).train()
+    resumed = runner(tmp_path / 'resumed', resume=True, load_from=str(tmp_path / 'part' / 'epoch_2.pth'))
+    resumed.train()
+    a, b = weights(straight), weights(resumed)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------
+# NaN / inf loss
+
+def test_nan_loss_stops_training_naming_the_iteration(tmp_path):
+    # no shuffle, batch 2: sample 4 is in the third batch
+    runner = toy_runner(tmp_path, max_iters=6, dataset=NoisyDataset(nan_at=4), keep=1)
+    runner.train_dataloader.sampler.shuffle = False
+    with pytest.raises(FloatingPointError, match=r'loss is nan at iteration 3 \(epoch 1, batch 3\): '
+                                                 r'loss=nan.*the last checkpoint, .*iter_2.pth, was '
+                                                 r'saved before it'):
+        runner.train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']
+    saved = torch.load(tmp_path / 'iter_2.pth')
+    assert all(torch.isfinite(v).all() for v in saved['state_dict'].values())
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+
+
+# ---------------------------------------------------------------------------
+# saving: full disk, kill
+
+def test_out_of_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    runner = toy_runner(tmp_path, max_iters=3, keep=1)
+    upstream_save = torch.save
+    calls = []
+
+    def save_then_fill_the_disk(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return upstream_save(obj, f, *args, **kwargs)
+        f.write(b'PK\x03\x04 half a checkpoint')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, 'save', save_then_fill_the_disk)
+    with pytest.raises(OSError, match=r'no space left on the device while saving checkpoint '
+                                      rf'{tmp_path}/iter_2.pth .*no file was created.*--resume') as err:
+        runner.train()
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    # max_keep_ckpts=1, yet iter_1 stays: it is deleted only after iter_2 is complete
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == '.pth') == ['iter_1.pth']
+    assert not list(tmp_path.glob(TMP_PREFIX + '*'))
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_1.pth')
+    assert torch.load(tmp_path / 'iter_1.pth')['meta']['iter'] == 1
+
+
+KILL_WHILE_SAVING = '''
+import os, signal, sys
+import torch
+from mbn_backbones.engine import atomic_save
+
+def save_half_then_die(obj, f, *args, **kwargs):
+    f.write(b'PK\\x03\\x04 the first bytes of a new checkpoint')
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_half_then_die
+atomic_save({'state_dict': {'w': torch.ones(3)}}, sys.argv[1])
+'''
+
+
+def test_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path):
+    target = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'w': torch.zeros(3)}}, target)
+    before = target.read_bytes()
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(KILL_WHILE_SAVING), str(target)],
+                          cwd=REPO, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert target.read_bytes() == before
+    assert torch.equal(torch.load(target)['state_dict']['w'], torch.zeros(3))
+    leftovers = list(tmp_path.glob(TMP_PREFIX + '*'))
+    assert len(leftovers) == 1  # the half-written temporary, never under the checkpoint's name
+
+
+def test_atomic_save_replaces_a_checkpoint_in_one_step(tmp_path):
+    target = tmp_path / 'latest.pth'
+    atomic_save({'v': torch.zeros(1)}, str(target))
+    atomic_save({'v': torch.ones(1)}, str(target))
+    assert torch.load(target)['v'].item() == 1
+    assert [p.name for p in tmp_path.iterdir()] == ['latest.pth']
+
+
+# ---------------------------------------------------------------------------
+# loading: a checkpoint that would run code
+
+def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(tmp_path):
+    import importlib.util
+
+    from mbn_backbones.datasets import SyntheticCocoSpec, make_synthetic_coco
+    root = tmp_path / 'coco'
+    make_synthetic_coco(root, SyntheticCocoSpec(height=64, width=64, num_train=1, num_val=2))
+    marker = tmp_path / 'code_ran'
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f'touch {marker}',)
+
+    checkpoint = tmp_path / 'epoch_12.pth'
+    torch.save({'state_dict': {}, 'meta': {'x': Payload()}}, checkpoint)
+    spec = importlib.util.spec_from_file_location('mbn_tool_test', REPO / 'tools' / 'test.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    options = [f'test_dataloader.dataset.data_root={root}/', 'test_dataloader.num_workers=0',
+               'test_dataloader.persistent_workers=False',
+               f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
+    with pytest.raises(SystemExit, match=rf'refused to load checkpoint {checkpoint}: it asks for '
+                                         r'posix.system.*Nothing from the file was executed'):
+        tool.main([str(REPO / 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'),
+                   str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options])
+    assert not marker.exists()
