@@ -134,3 +134,27 @@ def test_ssdlite_killed_and_resumed_equals_uninterrupted_run(tiny_coco, tmp_path
     assert 0 <= mAP <= 1
     # max_keep_ckpts=1: the older checkpoint goes only after the newer one is complete
     assert sorted(p.name for p in (tmp_path / 'killed').glob('*.pth')) == ['epoch_3.pth']
+
+
+SEG_CONFIG = REPO / 'tests' / 'configs' / 'seg_tiny_mobilenetv3_cityscapes.py'
+
+
+@pytest.fixture(scope='module')
+def tiny_cityscapes(tmp_path_factory):
+    from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
+    root = tmp_path_factory.mktemp('cityscapes')
+    make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=64, width=128, num_train=6,
+                                                            num_val=2))
+    return root
+
+
+def test_segmentation_killed_and_resumed_equals_uninterrupted_run(tiny_cityscapes, tmp_path):
+    # iteration-based, validation at iteration 3 between the checkpoints at 2 and 4
+    options = [f'{split}_dataloader.dataset.data_root={tiny_cityscapes}/'
+               for split in ('train', 'val', 'test')]
+    straight_log, resumed_log, (mIoU, losses) = kill_and_resume(
+        tmp_path, SEG_CONFIG, options, 'iter_2.pth', 'iter_6.pth', 'mIoU')
+    assert re.search(r'resumed epoch: 0, iter: [24]', resumed_log)
+    assert 'Advance dataloader' in resumed_log
+    assert len(losses) == 6
+    assert 0 <= mIoU <= 100
