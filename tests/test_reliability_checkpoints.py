@@ -4,6 +4,7 @@ Most tests drive a real mmengine Runner on a toy regressor whose dataset
 augments with the global random generators in the main process, as mmdet's
 and mmseg's transforms do with ``num_workers=0``.
 """
+import copy
 import errno
 import itertools
 import os
@@ -59,6 +60,15 @@ class Regressor(BaseModel):
 
 
 RUN_NUMBER = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def keep_default_scope():
+    """Runners built here make their default scope current; later test files get theirs back."""
+    from mmengine.registry import DefaultScope
+    saved = copy.copy(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
 
 
 def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, **kwargs):

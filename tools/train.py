@@ -94,6 +94,8 @@ def check_work_dir(cfg, args):
     """
     from mbn_backbones.engine import CheckpointError, existing_checkpoints, resolve_last_checkpoint
 
+    if args.resume is None and cfg.get('resume'):
+        return  # resume=True in the config itself: mmengine resumes from the latest
     if args.resume is None:
         found = existing_checkpoints(cfg.work_dir)
         if found:
