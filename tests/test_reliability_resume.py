@@ -115,6 +115,9 @@ def det_options(root):
     root = f'{root}/'
     ann = f'{root}annotations/instances_val2017.json'
     options = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+    # the checked dataset (mbn_backbones/datasets/coco.py) in a real run
+    options += [f'{split}_dataloader.dataset.type=mbn_backbones.CocoDataset'
+                for split in ('train', 'val', 'test')]
     for split in ('train', 'val', 'test'):
         options += [f'{split}_dataloader.batch_size=4', f'{split}_dataloader.num_workers=0',
                     f'{split}_dataloader.persistent_workers=False']
