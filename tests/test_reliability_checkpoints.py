@@ -236,12 +236,28 @@ def test_atomic_save_replaces_a_checkpoint_in_one_step(tmp_path):
 # ---------------------------------------------------------------------------
 # loading: a checkpoint that would run code
 
-def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(tmp_path):
+@pytest.fixture
+def run_test_tool(tmp_path):
+    """tools/test.py's main() on the synthetic SSDLite config and a tiny generated val set."""
     import importlib.util
 
     from mbn_backbones.datasets import SyntheticCocoSpec, make_synthetic_coco
     root = tmp_path / 'coco'
     make_synthetic_coco(root, SyntheticCocoSpec(height=64, width=64, num_train=1, num_val=2))
+    spec = importlib.util.spec_from_file_location('mbn_tool_test', REPO / 'tools' / 'test.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    options = [f'test_dataloader.dataset.data_root={root}/', 'test_dataloader.num_workers=0',
+               'test_dataloader.persistent_workers=False',
+               f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
+
+    def run(checkpoint):
+        tool.main([str(REPO / 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'),
+                   str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options])
+    return run
+
+
+def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(run_test_tool, tmp_path):
     marker = tmp_path / 'code_ran'
 
     class Payload:
@@ -250,14 +266,19 @@ def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(tmp_path):
 
     checkpoint = tmp_path / 'epoch_12.pth'
     torch.save({'state_dict': {}, 'meta': {'x': Payload()}}, checkpoint)
-    spec = importlib.util.spec_from_file_location('mbn_tool_test', REPO / 'tools' / 'test.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    options = [f'test_dataloader.dataset.data_root={root}/', 'test_dataloader.num_workers=0',
-               'test_dataloader.persistent_workers=False',
-               f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
     with pytest.raises(SystemExit, match=rf'refused to load checkpoint {checkpoint}: it asks for '
                                          r'posix.system.*Nothing from the file was executed'):
-        tool.main([str(REPO / 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'),
-                   str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options])
+        run_test_tool(checkpoint)
     assert not marker.exists()
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_model(run_test_tool, tmp_path):
+    from mbn_backbones.models import MobileNetV3
+    checkpoint = tmp_path / 'classifier_backbone.pth'
+    torch.save({'state_dict': MobileNetV3('small').state_dict()}, checkpoint)
+    with pytest.raises(SystemExit, match=rf'(?s)checkpoint {checkpoint} does not fit SingleStageDetector:'
+                                         r'\n  missing keys \(in the model, not in the checkpoint\) '
+                                         r'442: backbone.conv_last.bn.bias.*\n  unexpected keys \(in '
+                                         r'the checkpoint, not in the model\) 240: conv_last.bn.bias.*'
+                                         r"it is a backbone checkpoint.*model.backbone.init_cfg="):
+        run_test_tool(checkpoint)

@@ -177,7 +177,16 @@ def check_state_dict_matches(model: torch.nn.Module, checkpoint, filename: str =
         lines.append(f'  unexpected keys (in the checkpoint, not in the model) {_listing(unexpected)}')
     if shapes:
         lines.append(f'  shape mismatches {len(shapes)}: ' + '; '.join(shapes[:5]))
-    lines.append('  Is it a checkpoint of this config (same arch, widen_factor, num_classes)?')
+    prefixes = {k.split('.', 1)[0] + '.' for k in missing if '.' in k}
+    part = next((p for p in sorted(prefixes)
+                 if unexpected and sum(p + k in missing for k in unexpected) > len(unexpected) / 2),
+                None)
+    if part is not None:
+        lines.append(f"  Its keys are those of the model's '{part[:-1]}' without the '{part}' prefix: "
+                     f'it is a {part[:-1]} checkpoint. To start from it, set '
+                     f"model.{part[:-1]}.init_cfg=dict(type='Pretrained', checkpoint=...)")
+    else:
+        lines.append('  Is it a checkpoint of this config (same arch, widen_factor, num_classes)?')
     raise CheckpointMismatchError('\n'.join(lines))
 
 
