@@ -193,7 +193,8 @@ def test_registered_in_our_scope_next_to_mmdet_and_mmseg():
     (dict(out_indices=('99.expand',)), r"out_indices entry '99.expand' is invalid"),
     (dict(frozen_stages=17), r'frozen_stages must be in \[-1, 16\]'),
     (dict(output_stride=4), r'output_stride must be one of \(8, 16, 32\), got 4'),
-    (dict(reduction_factor=4), 'reduction_factor must be 1 or 2, got 4'),
+    (dict(reduction_factor=0), r'reduction_factor must be an int >= 1 \(1: no reduction\), got 0'),
+    (dict(reduction_factor=2, reduced_tail=True), 'either reduced_tail=True .* or reduction_factor=2'),
 ])
 def test_bad_arguments_are_named_with_the_allowed_values(kwargs, match):
     kwargs.setdefault('arch', 'large')

@@ -35,6 +35,7 @@ class MobileNet(BaseModule):
             conv), which SSDLite taps.
         output_stride: 8, 16 or 32; strides past it turn into dilation.
         reduced_tail: halve the channels of the last rows (V3 only).
+        tail_divisor: mmseg's ``reduction_factor`` (see :class:`MobileNetV3`).
         frozen_stages: freeze the stem and the first ``frozen_stages`` rows
             (-1: nothing frozen).
         norm_eval: keep norm layers in eval mode while training.
@@ -47,7 +48,7 @@ class MobileNet(BaseModule):
                  conv_cfg: dict | None = None, norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'), norm_eval: bool = False,
                  with_cp: bool = False, pretrained: str | None = None,
-                 init_cfg: dict | list | None = None):
+                 init_cfg: dict | list | None = None, tail_divisor: int = 1):
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('pass either pretrained or init_cfg, not both')
@@ -75,7 +76,7 @@ class MobileNet(BaseModule):
         self.deploy = False
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
-                                     conv_cfg, norm_cfg, act_cfg, with_cp)
+                                     conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor)
         self.layer_names = [name for name, _ in layers]
         for name, layer in layers:
             self.add_module(name, layer)
@@ -176,10 +177,15 @@ class MobileNet(BaseModule):
 @MODELS.register_module()
 class MobileNetV1(MobileNet):
     """MobileNetV1 (Howard et al., 2017). Index 0 is the stem; index ``k``
-    is the paper's ``conv k`` depthwise-separable layer (1..13)."""
+    is the paper's ``conv k`` depthwise-separable layer (1..13).
+
+    The activation defaults to ReLU6, not the paper's ReLU (Fig. 3): the
+    released ImageNet weights (TF-slim's, and timm's ``mobilenetv1_100``)
+    were trained with ReLU6, and :mod:`mbn_backbones.converters` loads them.
+    """
 
     def __init__(self, widen_factor: float = 1.0, out_indices=(13,),
-                 act_cfg=dict(type='ReLU'), **kwargs):
+                 act_cfg=dict(type='ReLU6'), **kwargs):
         super().__init__('v1', widen_factor=widen_factor, out_indices=out_indices,
                          act_cfg=act_cfg, **kwargs)
 
@@ -204,7 +210,16 @@ class MobileNetV3(MobileNet):
 
     Unlike mmseg's, which is always dilated to output stride 8, the default
     is the paper's output stride 32; ``output_stride=8`` gives mmseg's shapes.
-    ``reduction_factor=2`` (mmseg's name) equals ``reduced_tail=True``.
+
+    Two ways to thin the last stage:
+
+    - ``reduced_tail=True`` is the paper's (section 6.1.1) and torchvision's:
+      the last rows and the last conv are halved, the first tail row keeps
+      its full expansion width.
+    - ``reduction_factor=k`` is mmseg's: the expansion and output widths of
+      the tail rows (Large: 13-15, Small: 9-11) are divided by ``k``, the
+      last conv keeps 960/576 channels. Same layers, parameter count and
+      shapes as mmseg's for the same ``k``.
     """
 
     arch_settings = ('large', 'small')
@@ -214,8 +229,13 @@ class MobileNetV3(MobileNet):
                  reduction_factor: int = 1, **kwargs):
         if arch not in self.arch_settings:
             raise ValueError(f'arch must be one of {self.arch_settings}, got {arch!r}')
-        if reduction_factor not in (1, 2):
-            raise ValueError(f'reduction_factor must be 1 or 2, got {reduction_factor!r}')
+        if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, int) \
+                or reduction_factor < 1:
+            raise ValueError(f'reduction_factor must be an int >= 1 (1: no reduction), '
+                             f'got {reduction_factor!r}')
+        if reduced_tail and reduction_factor != 1:
+            raise ValueError('pass either reduced_tail=True (the paper\'s reduction) or '
+                             f'reduction_factor={reduction_factor} (mmseg\'s), not both')
         super().__init__(f'v3_{arch}', widen_factor=widen_factor, out_indices=out_indices,
-                         reduced_tail=reduced_tail or reduction_factor == 2, **kwargs)
+                         reduced_tail=reduced_tail, tail_divisor=reduction_factor, **kwargs)
         self.arch = arch

@@ -7,7 +7,10 @@ This is the only place that knows about widths, strides and dilation:
 - once the running stride would pass ``output_stride``, the stride becomes
   dilation (the first block of that row keeps the previous dilation rate,
   its successors use the new one, as in DeepLab's atrous conversion);
-- ``reduced_tail`` halves the rows marked ``in_tail`` (V3 paper, 6.1.1).
+- ``reduced_tail`` halves the rows marked ``in_tail`` (V3 paper, 6.1.1);
+- ``tail_divisor`` is mmseg's ``reduction_factor``, a different reduction:
+  it divides the expansion and output widths of *every* ``in_tail`` row
+  (the first one's expansion too) and leaves the last conv at full width.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ def _row_act(row: Row, default_act_cfg: dict) -> dict:
 
 def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
                  reduced_tail: bool = False, conv_cfg=None, norm_cfg=dict(type='BN'),
-                 act_cfg=dict(type='ReLU'), with_cp: bool = False
+                 act_cfg=dict(type='ReLU'), with_cp: bool = False, tail_divisor: int = 1
                  ) -> tuple[list[tuple[str, nn.Module]], list[LayerInfo]]:
     """Build every layer of ``arch``: the stem, one layer per row, then the last conv."""
     width = partial(make_divisible, divisor=8)
@@ -55,7 +58,8 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
 
     for i, row in enumerate(arch.rows, start=1):
         reduce = reduced_tail and row.in_tail
-        out_channels = width(row.out // (2 if reduce else 1) * widen_factor)
+        divisor = tail_divisor if row.in_tail else 1
+        out_channels = width(row.out // (2 if reduce else 1) * widen_factor) // divisor
         row_act = _row_act(row, act_cfg)
         blocks = []
         expand_info = (0, 0)
@@ -77,7 +81,8 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
                 if row.expand is not None:
                     # In a reduced tail the first row keeps its expansion (its
                     # input is still full width); the rows after it halve theirs.
-                    mid = width(row.expand // (2 if reduce and prev_reduced else 1) * widen_factor)
+                    mid = width(row.expand // (2 if reduce and prev_reduced else 1)
+                                * widen_factor) // divisor
                 else:
                     mid = int(round(in_channels * row.expand_ratio))
                 block = InvertedResidual(in_channels, mid, out_channels, row.kernel, stride,
@@ -97,7 +102,7 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
 
     if arch.last is not None:
         last = arch.last
-        if last.expand_ratio != 1:
+        if last.expand_ratio != 1 and tail_divisor == 1:
             # V3: the last conv is 6x its input width (torchvision, timm)
             last_channels = int(in_channels * last.expand_ratio)
         else:
