@@ -194,7 +194,8 @@ _CHECKPOINT_RE = re.compile(r'^(epoch|iter)_\d+\.pth$|^best_.*\.pth$')
 
 
 def existing_checkpoints(work_dir: str) -> list:
-    """Checkpoints (``epoch_*.pth``, ``iter_*.pth``, ``best_*.pth``) and ``last_checkpoint`` in ``work_dir``."""
+    """Names of the checkpoints (``epoch_*.pth``, ``iter_*.pth``, ``best_*.pth``) and of
+    ``last_checkpoint`` in ``work_dir``."""
     if not osp.isdir(work_dir):
         return []
     return sorted(n for n in os.listdir(work_dir)

@@ -61,7 +61,8 @@ def unknown_arguments(cfg, root: str = '') -> list:
                         continue
                     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
                     hint = f"; did you mean '{close[0]}'?" if close else ''
-                    problems.append(f'{path}.{key}'.lstrip('.') + f': {cls.__name__} has no argument {key!r}{hint} '
+                    where = f'{path}.{key}'.lstrip('.')
+                    problems.append(f'{where}: {cls.__name__} has no argument {key!r}{hint} '
                                     f'(it takes: {", ".join(names)})')
             for key, value in node.items():
                 walk(value, f'{path}.{key}' if path else str(key))
