@@ -159,10 +159,11 @@ def make_checkpoint_saving_atomic():
     Fix: local checkpoints and ``last_checkpoint`` go through
     :func:`mbn_backbones.engine.checkpoint.atomic_save` (temporary file in the
     same folder, fsync, ``os.replace``); the hook deletes the oldest checkpoint
-    only after the new one and ``last_checkpoint`` are in place. What the
-    checkpoint holds (including ``keep_ckpt_ids`` and ``last_ckpt`` in the
-    message hub) is unchanged. Remote paths (``s3://`` ...) keep mmengine's
-    path. ``best_*.pth`` rotation (``save_best``) is left as upstream has it.
+    only after the new one and ``last_checkpoint`` are in place, and the
+    previous ``best_*.pth`` (``save_best``) only after the new best is saved.
+    What the checkpoint holds (including ``keep_ckpt_ids`` and ``last_ckpt``
+    in the message hub) is unchanged. Remote paths (``s3://`` ...) keep
+    mmengine's path.
     """
     import mmengine.runner
     import mmengine.runner.checkpoint as checkpoint_module
@@ -216,6 +217,42 @@ def make_checkpoint_saving_atomic():
 
     setattr(_save_checkpoint_with_step, _PATCHED, True)
     CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
+
+    upstream_save_best = CheckpointHook._save_best_checkpoint
+
+    @functools.wraps(upstream_save_best)
+    def _save_best_checkpoint(self, runner, metrics):
+        # Upstream removes the previous best before writing the new one;
+        # note those removals and carry them out once the new one exists.
+        backend = self.file_backend
+        postponed = []
+        self.file_backend = _PostponedRemovals(backend, postponed)
+        try:
+            upstream_save_best(self, runner, metrics)
+        finally:
+            self.file_backend = backend
+        current = {self.best_ckpt_path, *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for remove, path in postponed:
+            if path not in current:
+                remove(path)
+
+    CheckpointHook._save_best_checkpoint = _save_best_checkpoint
+
+
+class _PostponedRemovals:
+    """A file backend whose ``remove`` and ``rmtree`` only note what to delete."""
+
+    def __init__(self, backend, postponed):
+        self._backend, self._postponed = backend, postponed
+
+    def remove(self, path):
+        self._postponed.append((self._backend.remove, path))
+
+    def rmtree(self, path):
+        self._postponed.append((self._backend.rmtree, path))
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
 
 
 def explain_checkpoint_load_errors():

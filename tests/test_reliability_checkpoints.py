@@ -71,7 +71,8 @@ def keep_default_scope():
     DefaultScope._instance_dict = saved
 
 
-def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, **kwargs):
+def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, save_best=None,
+               **kwargs):
     torch.manual_seed(0)  # the model is built before the Runner seeds anything
     return Runner(
         model=Regressor(),
@@ -80,11 +81,11 @@ def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, **k
             dataset=dataset or NoisyDataset(), batch_size=2, num_workers=0,
             sampler=dict(type='InfiniteSampler' if not by_epoch else 'DefaultSampler', shuffle=True),
             collate_fn=dict(type='default_collate')),
-        train_cfg=dict(by_epoch=by_epoch, max_iters=max_iters) if not by_epoch else
-        dict(by_epoch=True, max_epochs=max_iters),
+        train_cfg=dict(by_epoch=by_epoch, max_iters=max_iters, val_interval=1) if not by_epoch
+        else dict(by_epoch=True, max_epochs=max_iters),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001, momentum=0.9)),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=by_epoch,
-                                           max_keep_ckpts=keep),
+                                           max_keep_ckpts=keep, save_best=save_best, rule='greater'),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='mbn_backbones.RNGStateHook'),
                       dict(type='mbn_backbones.FiniteLossHook')],
@@ -282,3 +283,49 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(run_test_tool, tmp_path
                                          r'the checkpoint, not in the model\) 240: conv_last.bn.bias.*'
                                          r"it is a backbone checkpoint.*model.backbone.init_cfg="):
         run_test_tool(checkpoint)
+
+
+class RisingScore:
+    """A metric that improves at every validation, so every validation saves a new best."""
+
+    def __init__(self):
+        from mmengine.evaluator import BaseMetric
+
+        class Metric(BaseMetric):
+            default_prefix = 'toy'
+            calls = 0
+
+            def process(self, data_batch, data_samples):
+                self.results.append(0)
+
+            def compute_metrics(self, results):
+                type(self).calls += 1
+                return dict(score=float(type(self).calls))
+        self.metric = Metric()
+
+
+def test_out_of_disk_while_saving_a_new_best_keeps_the_previous_best(tmp_path, monkeypatch):
+    from mmengine.evaluator import Evaluator
+    runner = toy_runner(
+        tmp_path, max_iters=2,
+        val_dataloader=dict(dataset=NoisyDataset(size=2), batch_size=2, num_workers=0,
+                            sampler=dict(type='DefaultSampler', shuffle=False),
+                            collate_fn=dict(type='default_collate')),
+        val_evaluator=Evaluator(RisingScore().metric), val_cfg=dict(), save_best='toy/score')
+    upstream_save = torch.save
+    saved = []
+
+    def fail_on_the_second_best(obj, f, *args, **kwargs):
+        best = 'optimizer' not in obj  # best checkpoints are saved without it
+        if best and saved.count(True):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(best)
+        return upstream_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', fail_on_the_second_best)
+    with pytest.raises(OSError, match=r'no space left on the device while saving checkpoint '
+                                      r'.*best_toy_score_iter_2.pth'):
+        runner.train()
+    monkeypatch.undo()
+    assert (tmp_path / 'best_toy_score_iter_1.pth').is_file()
+    assert torch.load(tmp_path / 'best_toy_score_iter_1.pth')['meta']['iter'] == 1
