@@ -1,7 +1,9 @@
 """Train a model from an mmdet, mmseg or plain mmengine config.
 
 The config's default_scope picks the framework; this script only prepares the
-config and hands it to mmengine's Runner.
+config and hands it to mmengine's Runner. It refuses, before writing anything,
+a config key our classes do not take and a work dir that already holds
+checkpoints unless --resume is given (see docs/reliability.md).
 
 examples:
     python tools/train.py CONFIG
