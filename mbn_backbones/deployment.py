@@ -71,11 +71,10 @@ def load_model_config(config: str, model_args: dict | None = None):
     cfg = Config.fromfile(config)
     if 'model' not in cfg:
         raise ValueError(f'config {config!r} has no "model" entry')
-    model_cfg = cfg.model
     if model_args:
-        model_cfg.merge_from_dict(model_args) if hasattr(model_cfg, 'merge_from_dict') \
-            else model_cfg.update(model_args)
-    return model_cfg, cfg.get('default_scope')
+        # dotted keys relative to the model dict: backbone.frozen_stages=1
+        cfg.merge_from_dict({f'model.{k}': v for k, v in model_args.items()})
+    return cfg.model, cfg.get('default_scope')
 
 
 def default_input_shape(model: nn.Module) -> tuple[int, int, int, int]:

@@ -185,3 +185,10 @@ def test_pytorch2onnx_cli_verifies_a_fused_export(tmp_path):
     assert 'verify passed' in result.stdout
     assert "outputs ['feat0', 'feat1', 'feat2']" in result.stdout
     assert out.stat().st_size > 1e6  # 2.5M parameters, float32
+
+
+def test_model_args_override_nested_config_entries():
+    cfg, scope = dep.load_model_config(str(SSDLITE_CONFIG),
+                                       {'backbone.frozen_stages': 1, 'bbox_head.num_classes': 3})
+    assert (cfg.backbone.frozen_stages, cfg.bbox_head.num_classes) == (1, 3)
+    assert cfg.backbone.type == 'mbn_backbones.MobileNetV2' and scope == 'mmdet'
