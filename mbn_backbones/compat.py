@@ -222,6 +222,8 @@ def make_checkpoint_saving_atomic():
 
     @functools.wraps(upstream_save_best)
     def _save_best_checkpoint(self, runner, metrics):
+        if not self.save_best:
+            return upstream_save_best(self, runner, metrics)
         # Upstream removes the previous best before writing the new one;
         # note those removals and carry them out once the new one exists.
         backend = self.file_backend
@@ -231,7 +233,8 @@ def make_checkpoint_saving_atomic():
             upstream_save_best(self, runner, metrics)
         finally:
             self.file_backend = backend
-        current = {self.best_ckpt_path, *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        current = {getattr(self, 'best_ckpt_path', None),
+                   *(getattr(self, 'best_ckpt_path_dict', None) or {}).values()}
         for remove, path in postponed:
             if path not in current:
                 remove(path)
