@@ -123,7 +123,7 @@ def make_progress_hook(quiet: bool):
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.bar.set_postfix(epoch=f'{runner.epoch + 1}/{runner.max_epochs}',
-                                 loss=f'{float(outputs["loss"]):.3f}', refresh=False)
+                                 loss=f'{float(outputs["loss"].detach()):.3f}', refresh=False)
             self.bar.update(1)
 
         def after_train(self, runner):
