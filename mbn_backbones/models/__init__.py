@@ -2,6 +2,7 @@ from .arch import ARCHS, Arch, Row
 from .backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
 from .classifier import MobileNetClassifier
 from .heads import SSDLiteAnchorGenerator, SSDLiteHead
+from .heads import LRASPPHead
 from .layers import (ConvNormAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite,
                      fuse_conv_bn, make_divisible)
 from .necks import SSDLiteNeck
@@ -11,4 +12,5 @@ __all__ = [
     'MobileNetClassifier', 'ConvNormAct', 'DepthwiseSeparable', 'InvertedResidual',
     'SqueezeExcite', 'fuse_conv_bn', 'make_divisible',
     'SSDLiteAnchorGenerator', 'SSDLiteHead', 'SSDLiteNeck',
+    'LRASPPHead',
 ]
