@@ -3,7 +3,8 @@ writes the model-zoo table (docs/model_zoo.md) and a latency plot.
 
 Each model is built from its config under the config's default_scope and
 measured at the input size of its test pipeline (SSDLite 320x320, SSD300
-300x300, LR-ASPP on Cityscapes 1024x2048, ...), batch 1:
+300x300, LR-ASPP on Cityscapes 1024x2048, ...; else the data_preprocessor
+size), batch 1:
 
 - parameters: all of the model's;
 - MAdds: multiply-adds of convolutions and linear layers, as the MobileNet
@@ -69,14 +70,19 @@ def find_configs(paths) -> list[Path]:
 
 
 def test_input_hw(cfg) -> tuple[int, int]:
-    """(H, W) of the first Resize of the test pipeline; mmcv scales are (W, H)."""
+    """(H, W) of the first Resize of the test pipeline (mmcv scales are
+    (W, H)); without one, the segmentor's data_preprocessor size (H, W)."""
     pipeline = cfg.get('test_pipeline') or \
         cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
     for step in pipeline:
         if step.get('type') == 'Resize' and step.get('scale'):
             w, h = step['scale']
             return int(h), int(w)
-    raise ValueError('no Resize with a scale in the test pipeline: cannot tell the input size')
+    size = cfg.model.get('data_preprocessor', {}).get('size')
+    if size:
+        return int(size[0]), int(size[1])
+    raise ValueError('neither a Resize with a scale in the test pipeline nor a '
+                     'data_preprocessor size: cannot tell the input size')
 
 
 def build(config: Path):
