@@ -19,18 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-4
 
 SSDLITE_CONFIG = REPO / 'configs/ssdlite/ssdlite_mobilenetv2_8xb24-600e_coco.py'
-# mmseg's LR-ASPP head on our MobileNetV3-Large, standing in for
-# configs/lraspp/ until that family lands.
-LRASPP_STANDIN = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
-    backbone=dict(type='mbn_backbones.MobileNetV3', arch='large', out_indices=(1, 3, 16),
-                  output_stride=16),
-    decode_head=dict(type='LRASPPHead', in_channels=(16, 24, 960), in_index=(0, 1, 2),
-                     channels=128, input_transform='multiple_select', num_classes=19,
-                     act_cfg=dict(type='ReLU'), align_corners=False),
-    train_cfg=dict(), test_cfg=dict(mode='whole'))
+LRASPP_CONFIG = REPO / 'configs/lraspp/lraspp_mobilenetv3-large-os16_4xb4-320k_cityscapes-512x1024.py'
 
 
 def randomise_batchnorm(model, seed=0):
@@ -130,13 +119,12 @@ def test_ssdlite_decoded_export_equals_mmdet_decoding_before_nms(tmp_path):
 
 def test_lraspp_logits_match_pytorch_at_input_size(tmp_path):
     def build():
-        model = dep.build_model(dict(LRASPP_STANDIN), 'mmseg')
-        # mmseg's head pools with a fixed AvgPool2d(49, stride=(16, 20)) sized
-        # for 1024x2048 inputs; the paper's branch is a global average pool.
-        model.decode_head.image_pool[0] = torch.nn.AdaptiveAvgPool2d(1)
-        return model
+        cfg, scope = dep.load_model_config(str(LRASPP_CONFIG))
+        assert scope == 'mmseg'
+        return dep.build_model(cfg, scope)
 
-    _, _, reference, results = export_and_compare(build, (1, 3, 64, 96), tmp_path, 'lraspp')
+    model, _, reference, results = export_and_compare(build, (1, 3, 64, 96), tmp_path, 'lraspp')
+    assert type(model.decode_head).__module__.startswith('mbn_backbones.')
     spec, outputs = results[True]
     assert spec.kind == 'segmentor' and spec.output_names == ['logits']
     assert outputs[0].shape == (1, 19, 64, 96)
