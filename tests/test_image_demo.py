@@ -15,7 +15,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / 'tools/demo/image_demo.py'
 DET_CONFIG = REPO / 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'
-SEG_CONFIG = REPO / 'tests/configs/seg_tiny_mobilenetv3_cityscapes.py'
+SEG_CONFIG = REPO / 'configs/lraspp/lraspp_mobilenetv3-large_synthetic.py'
 
 
 def save_initialised_checkpoint(config: Path, scope: str, dataset_meta: dict, path: Path):
@@ -71,7 +71,9 @@ def test_segmentation_demo_colours_every_pixel_by_its_class(image, tmp_path):
     from mmseg.utils import get_classes, get_palette
 
     ckpt = tmp_path / 'seg.pth'
-    meta = dict(classes=get_classes('cityscapes'), palette=get_palette('cityscapes'))
+    cityscapes = dict(zip(get_classes('cityscapes'), get_palette('cityscapes')))
+    classes = tuple(Config.fromfile(str(SEG_CONFIG)).metainfo['classes'])
+    meta = dict(classes=classes, palette=[cityscapes[c] for c in classes])
     save_initialised_checkpoint(SEG_CONFIG, 'mmseg', meta, ckpt)
     out_file = tmp_path / 'seg.png'
     out = run_demo(image, SEG_CONFIG, ckpt, '--out', out_file, '--opacity', '1')
