@@ -139,24 +139,33 @@ def test_ssdlite_killed_and_resumed_equals_uninterrupted_run(tiny_coco, tmp_path
     assert sorted(p.name for p in (tmp_path / 'killed').glob('*.pth')) == ['epoch_3.pth']
 
 
-SEG_CONFIG = REPO / 'tests' / 'configs' / 'seg_tiny_mobilenetv3_cityscapes.py'
+SEG_CONFIG = REPO / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large_synthetic.py'
 
 
 @pytest.fixture(scope='module')
 def tiny_cityscapes(tmp_path_factory):
     from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
     root = tmp_path_factory.mktemp('cityscapes')
-    make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=64, width=128, num_train=6,
+    # the config's crop is 128x256
+    make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=128, width=256, num_train=6,
                                                             num_val=2))
     return root
 
 
-def test_segmentation_killed_and_resumed_equals_uninterrupted_run(tiny_cityscapes, tmp_path):
+def seg_options(root):
+    options = [f'{split}_dataloader.dataset.data_root={root}/' for split in ('train', 'val', 'test')]
+    for split in ('train', 'val', 'test'):
+        options += [f'{split}_dataloader.num_workers=0', f'{split}_dataloader.persistent_workers=False']
+    return options + [
+        'train_dataloader.batch_size=2', 'train_cfg.max_iters=6', 'train_cfg.val_interval=3',
+        'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
+    ]
+
+
+def test_lraspp_killed_and_resumed_equals_uninterrupted_run(tiny_cityscapes, tmp_path):
     # iteration-based, validation at iteration 3 between the checkpoints at 2 and 4
-    options = [f'{split}_dataloader.dataset.data_root={tiny_cityscapes}/'
-               for split in ('train', 'val', 'test')]
     straight_log, resumed_log, (mIoU, losses) = kill_and_resume(
-        tmp_path, SEG_CONFIG, options, 'iter_2.pth', 'iter_6.pth', 'mIoU')
+        tmp_path, SEG_CONFIG, seg_options(tiny_cityscapes), 'iter_2.pth', 'iter_6.pth', 'mIoU')
     assert re.search(r'resumed epoch: 0, iter: [24]', resumed_log)
     assert 'Advance dataloader' in resumed_log
     assert len(losses) == 6
