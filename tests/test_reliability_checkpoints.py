@@ -48,12 +48,13 @@ class NoisyDataset(Dataset):
 
 
 class Regressor(BaseModel):
-    def __init__(self):
+    def __init__(self, dropout=0.0):
         super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
         self.linear = torch.nn.Linear(4, 1)
 
     def forward(self, inputs, targets=None, mode='tensor'):
-        pred = self.linear(inputs)
+        pred = self.linear(self.dropout(inputs))
         if mode == 'loss':
             return dict(loss=torch.nn.functional.mse_loss(pred, targets))
         return pred
@@ -72,10 +73,10 @@ def keep_default_scope():
 
 
 def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, save_best=None,
-               **kwargs):
+               dropout=0.0, **kwargs):
     torch.manual_seed(0)  # the model is built before the Runner seeds anything
     return Runner(
-        model=Regressor(),
+        model=Regressor(dropout),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=dataset or NoisyDataset(), batch_size=2, num_workers=0,
@@ -124,30 +125,34 @@ def test_validation_leaves_the_training_random_stream_alone():
 
 @pytest.mark.parametrize('by_epoch', [False, True], ids=['iter_based', 'epoch_based'])
 def test_resumed_toy_run_equals_uninterrupted(by_epoch, tmp_path):
-    straight = toy_runner(tmp_path / 'straight', by_epoch=by_epoch)
+    straight = toy_runner(tmp_path / 'straight', by_epoch=by_epoch, dropout=0.5)
     straight.train()
-    first = toy_runner(tmp_path / 'part', max_iters=2, by_epoch=by_epoch)
+    first = toy_runner(tmp_path / 'part', max_iters=2, by_epoch=by_epoch, dropout=0.5)
     first.train()
     name = 'epoch_2.pth' if by_epoch else 'iter_2.pth'
-    resumed = toy_runner(tmp_path / 'resumed', by_epoch=by_epoch, resume=True,
+    resumed = toy_runner(tmp_path / 'resumed', by_epoch=by_epoch, resume=True, dropout=0.5,
                          load_from=str(tmp_path / 'part' / name))
     resumed.train()
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a), (a, b)
 
 
-def test_epoch_based_resume_without_the_hook_drifts(tmp_path):
-    """The defect RNGStateHook fixes: mmengine re-seeds on resume, so epoch 3 is augmented
-    with epoch 1's random numbers. (Iteration-based loops replay the skipped batches, which
-    redraws them; there validation between save and resume is what the hook corrects.)"""
+@pytest.mark.parametrize('by_epoch, dropout', [(True, 0.0), (False, 0.5)],
+                         ids=['epoch_based_augmentation', 'iter_based_dropout'])
+def test_resume_without_the_hook_drifts(by_epoch, dropout, tmp_path):
+    """The defect RNGStateHook fixes. mmengine re-seeds on resume: an epoch-based run
+    augments epoch 3 with epoch 1's random numbers; an iteration-based run replays the
+    skipped batches through the pipeline (redrawing their augmentation) but not through
+    the model, so the dropout masks come out of step."""
     def runner(work_dir, **kwargs):
-        r = toy_runner(work_dir, by_epoch=True, **kwargs)
+        r = toy_runner(work_dir, by_epoch=by_epoch, dropout=dropout, **kwargs)
         r._hooks = [h for h in r._hooks if not isinstance(h, RNGStateHook)]
         return r
     straight = runner(tmp_path / 'straight')
     straight.train()
     runner(tmp_path / 'part', max_iters=2).train()
-    resumed = runner(tmp_path / 'resumed', resume=True, load_from=str(tmp_path / 'part' / 'epoch_2.pth'))
+    name = 'epoch_2.pth' if by_epoch else 'iter_2.pth'
+    resumed = runner(tmp_path / 'resumed', resume=True, load_from=str(tmp_path / 'part' / name))
     resumed.train()
     a, b = weights(straight), weights(resumed)
     assert not all(torch.equal(a[k], b[k]) for k in a)
