@@ -208,3 +208,13 @@ def test_bad_input_rank_or_channels_is_refused():
         model(torch.rand(3, 32, 32))
     with pytest.raises(ValueError, match=r'got \(1, 1, 32, 32\)'):
         model(torch.rand(1, 1, 32, 32))
+
+
+def test_classifier_builds_our_backbone_under_an_mmseg_default_scope():
+    from mmengine.registry import DefaultScope
+    pytest.importorskip('mmseg.models')
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        v1 = MobileNetClassifier(dict(type='MobileNetV1', widen_factor=0.25))
+        v3 = MobileNetClassifier(dict(type='MobileNetV3', arch='small'))
+    assert isinstance(v1.backbone, MobileNetV1)
+    assert isinstance(v3.backbone, MobileNetV3)   # not mmseg's MobileNetV3

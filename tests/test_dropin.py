@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mbn_backbones  # noqa: F401  (registers our modules)
@@ -212,13 +212,13 @@ def test_mmseg_lraspp_config_runs_with_our_backbone(config, size):
     features of at least 49x49: ``output_stride=8`` is required with that head
     (mmseg's backbone is always dilated to 8), and the image is 392x392.
     """
-    init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(MMSEG_CONFIGS, 'mobilenet_v3', config))
     model_cfg = cfg.model.to_dict()
     model_cfg.pop('data_preprocessor', None)
-    theirs = MMSEG_MODELS.build(copy.deepcopy(model_cfg)).eval()
-    model_cfg['backbone'].update(type='mbn_backbones.MobileNetV3', output_stride=8)
-    ours = MMSEG_MODELS.build(model_cfg).eval()
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        theirs = MMSEG_MODELS.build(copy.deepcopy(model_cfg)).eval()
+        model_cfg['backbone'].update(type='mbn_backbones.MobileNetV3', output_stride=8)
+        ours = MMSEG_MODELS.build(model_cfg).eval()
     assert isinstance(ours.backbone, MobileNetV3)
     assert param_layout(ours) == param_layout(theirs)
     x = torch.randn(1, 3, size, size)

@@ -22,7 +22,10 @@ class MobileNetClassifier(BaseModule):
 
     def __init__(self, backbone: dict, num_classes: int = 1000, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        # our scope whatever the caller's default scope is (mmseg's registry
+        # also has a MobileNetV3, and no MobileNetV1)
         backbone = dict(backbone, out_indices=(-1,))
+        backbone.setdefault('_scope_', 'mbn_backbones')
         self.backbone = MODELS.build(backbone)
         arch = self.backbone.arch_table
         channels = self.backbone.out_channels[0]
