@@ -1,0 +1,256 @@
+"""SSDLite speed against its peers, measured in one run on this machine.
+
+Inference latency, batch 1, 320x320, raw head outputs (no box decoding, no
+NMS), CPU:
+
+* ours: SSDLite320-MobileNetV3-Large with the reduced tail and 90 classes
+  (``configs/ssdlite/ssdlite_mobilenetv3-large-reduced-tail_8xb24-600e_coco.py``),
+  eager and deployed (BatchNorm folded with ``fuse_conv_bn``, channels_last);
+* torchvision's ``ssdlite320_mobilenet_v3_large`` (no weights), backbone and
+  head called directly;
+* mmdet's SSDLite-MobileNetV2 (``mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py``).
+
+Training throughput (images/s, forward + backward + SGD step through
+``train_step``) of our SSDLite-MobileNetV2 and SSDLite-MobileNetV3-Large
+against mmdet's SSDLite-MobileNetV2, all on the same batch of generated
+images with boxes, 320x320.
+
+The machine may be shared: the models are timed in interleaved rounds and
+the medians reported, so a burst of load hits all of them alike.
+
+Examples::
+
+    python benchmarks/ssdlite_speed.py
+    python benchmarks/ssdlite_speed.py --rounds 50 --train-iters 10 --out /tmp/speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUR_V3 = REPO_ROOT / 'configs/ssdlite/ssdlite_mobilenetv3-large-reduced-tail_8xb24-600e_coco.py'
+OUR_V3_FULL = REPO_ROOT / 'configs/ssdlite/ssdlite_mobilenetv3-large_8xb24-600e_coco.py'
+OUR_V2 = REPO_ROOT / 'configs/ssdlite/ssdlite_mobilenetv2_8xb24-600e_coco.py'
+MMDET_V2 = 'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'  # in mmdet's packaged configs
+# Targets of issue 5 (ratios of latencies / throughputs).
+TARGETS = dict(eager_vs_torchvision=1.0, deploy_vs_torchvision=0.6, train_vs_mmdet=1.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rounds', type=int, default=30,
+                        help='timed inference rounds per model (default: %(default)s)')
+    parser.add_argument('--warmup', type=int, default=5,
+                        help='untimed inference calls per model first (default: %(default)s)')
+    parser.add_argument('--train-iters', type=int, default=6,
+                        help='timed training steps per model (default: %(default)s)')
+    parser.add_argument('--train-batch', type=int, default=8,
+                        help='images per training step (default: %(default)s)')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='torch threads (default: %(default)s)')
+    parser.add_argument('--skip-train', action='store_true', help='latency only')
+    parser.add_argument('--out', default=str(REPO_ROOT / 'work_dirs' / 'benchmarks' /
+                                             'ssdlite_speed.json'),
+                        help='JSON report (default: %(default)s)')
+    args = parser.parse_args(argv)
+    for name in ('rounds', 'train_iters', 'train_batch', 'threads'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be >= 0, got {args.warmup}')
+    return args
+
+
+def resolve_config(config) -> str:
+    """A path, or a config packaged with mmdet (``ssd/...py``), as a path."""
+    if Path(config).is_file():
+        return str(config)
+    import mmdet
+    packaged = Path(mmdet.__file__).parent / '.mim' / 'configs' / str(config)
+    if not packaged.is_file():
+        raise FileNotFoundError(f'config {config} is neither a file nor in {packaged.parent}')
+    return str(packaged)
+
+
+def build_detector(config, num_classes=None):
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    cfg = Config.fromfile(resolve_config(config))
+    if num_classes is not None:
+        cfg.model.bbox_head.num_classes = num_classes
+    init_default_scope('mmdet')
+    return MODELS.build(cfg.model), cfg
+
+
+def deployed(detector):
+    """BatchNorm folded into the convs everywhere, channels_last."""
+    import torch
+
+    from mbn_backbones.models import fuse_conv_bn
+
+    model = copy.deepcopy(detector).eval()
+    model.backbone.switch_to_deploy()
+    fuse_conv_bn(model.neck)
+    fuse_conv_bn(model.bbox_head)
+    return model.to(memory_format=torch.channels_last)
+
+
+def inference_callables():
+    """name -> (callable taking a 1x3x320x320 tensor, input memory format)."""
+    import torch
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    ours, _ = build_detector(OUR_V3, num_classes=90)  # torchvision's 91 with the background
+    ours.eval()
+    ours_deploy = deployed(ours)
+    tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    mmdet_v2, _ = build_detector(MMDET_V2)
+    mmdet_v2.eval()
+
+    def torchvision_raw(x):
+        features = list(tv.backbone(x).values())
+        return tv.head(features)
+
+    return {
+        'torchvision_ssdlite320_v3_large': (torchvision_raw, torch.contiguous_format),
+        'ours_v3_large_reduced_tail_eager': (ours._forward, torch.contiguous_format),
+        'ours_v3_large_reduced_tail_deploy': (ours_deploy._forward, torch.channels_last),
+        'mmdet_ssdlite_v2': (mmdet_v2._forward, torch.contiguous_format),
+    }
+
+
+def time_inference(models, rounds, warmup, progress):
+    import torch
+
+    x = torch.randn(1, 3, 320, 320)
+    inputs = {name: x.contiguous(memory_format=fmt) for name, (_, fmt) in models.items()}
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for name, (fn, _) in models.items():
+            for _ in range(warmup):
+                fn(inputs[name])
+        for _ in progress(range(rounds), desc='latency', unit='round'):
+            for name, (fn, _) in models.items():
+                start = time.perf_counter()
+                fn(inputs[name])
+                times[name].append(time.perf_counter() - start)
+    return {name: dict(median_ms=1e3 * statistics.median(t), min_ms=1e3 * min(t),
+                       rounds=len(t)) for name, t in times.items()}
+
+
+def training_batch(cfg, batch_size, data_root):
+    """``batch_size`` generated images through our config's training pipeline."""
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+
+    from mbn_backbones.datasets.synthetic import (COCO_CLASSES, SyntheticCocoSpec,
+                                                  make_synthetic_coco)
+
+    # some generated images hold no objects and the dataset drops them
+    make_synthetic_coco(data_root, SyntheticCocoSpec(num_train=2 * batch_size + 2, num_val=0))
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg.dataset
+    dataset_cfg.update(data_root=str(data_root) + '/', metainfo=dict(classes=COCO_CLASSES),
+                       ann_file='annotations/instances_train2017.json',
+                       data_prefix=dict(img='train2017/'))
+    dataset = DATASETS.build(dataset_cfg)
+    if len(dataset) < batch_size:
+        raise RuntimeError(f'only {len(dataset)} generated images with objects, '
+                           f'--train-batch {batch_size} needs more')
+    return pseudo_collate([dataset[i] for i in range(batch_size)])
+
+
+def time_training(iters, batch_size, progress):
+    import torch
+    from mmengine.optim import build_optim_wrapper
+
+    ours_v2, cfg = build_detector(OUR_V2)
+    models = {
+        'mmdet_ssdlite_v2': build_detector(MMDET_V2)[0],
+        'ours_ssdlite_v2': ours_v2,
+        'ours_ssdlite_v3_large': build_detector(OUR_V3_FULL)[0],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = training_batch(cfg, batch_size, Path(tmp))
+    results = {}
+    for name, model in models.items():
+        model.train()
+        optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+        model.train_step(copy.deepcopy(batch), optim)  # warm-up
+        seconds = []
+        for _ in progress(range(iters), desc=f'train {name}', unit='it'):
+            data = copy.deepcopy(batch)
+            start = time.perf_counter()
+            model.train_step(data, optim)
+            seconds.append(time.perf_counter() - start)
+        per_step = statistics.median(seconds)
+        results[name] = dict(images_per_s=batch_size / per_step, median_step_s=per_step,
+                             steps=iters, batch_size=batch_size)
+        del model, optim
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    import mbn_backbones  # noqa: F401  registers our modules
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    latency = time_inference(inference_callables(), args.rounds, args.warmup, tqdm)
+    tv_ms = latency['torchvision_ssdlite320_v3_large']['median_ms']
+    ratios = {
+        'eager_vs_torchvision': latency['ours_v3_large_reduced_tail_eager']['median_ms'] / tv_ms,
+        'deploy_vs_torchvision': latency['ours_v3_large_reduced_tail_deploy']['median_ms'] / tv_ms,
+        'mmdet_v2_vs_torchvision': latency['mmdet_ssdlite_v2']['median_ms'] / tv_ms,
+    }
+    report = dict(
+        what='SSDLite320 latency (batch 1, raw head outputs, no NMS) and training throughput',
+        machine=dict(python=platform.python_version(), torch=torch.__version__,
+                     threads=torch.get_num_threads(), processor=platform.processor(),
+                     cpus_in_machine=__import__('os').cpu_count()),
+        latency=latency, ratios=ratios, targets=TARGETS)
+    if not args.skip_train:
+        train = time_training(args.train_iters, args.train_batch, tqdm)
+        mmdet_ips = train['mmdet_ssdlite_v2']['images_per_s']
+        report['training'] = train
+        ratios['train_ours_v2_vs_mmdet_v2'] = train['ours_ssdlite_v2']['images_per_s'] / mmdet_ips
+        ratios['train_ours_v3_large_vs_mmdet_v2'] = \
+            train['ours_ssdlite_v3_large']['images_per_s'] / mmdet_ips
+    report['meets_targets'] = {
+        'eager_vs_torchvision': ratios['eager_vs_torchvision'] <= TARGETS['eager_vs_torchvision'],
+        'deploy_vs_torchvision':
+            ratios['deploy_vs_torchvision'] <= TARGETS['deploy_vs_torchvision'],
+    }
+    if 'train_ours_v2_vs_mmdet_v2' in ratios:
+        report['meets_targets']['train_vs_mmdet'] = \
+            ratios['train_ours_v2_vs_mmdet_v2'] >= TARGETS['train_vs_mmdet']
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + '\n')
+    for name, row in latency.items():
+        print(f'{name:36s} {row["median_ms"]:7.1f} ms (min {row["min_ms"]:.1f})')
+    for name, value in ratios.items():
+        print(f'{name:36s} {value:7.2f}x')
+    print(f'report: {out}')
+    return report
+
+
+if __name__ == '__main__':
+    main()
+    sys.exit(0)
