@@ -44,8 +44,8 @@ def parse_args(argv=None):
                         help='training crop (default: 360 480)')
     parser.add_argument('--out', default='camvid_train.json', help='JSON output (default: %(default)s)')
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.batch < 1:
-        parser.error(f'--iters and --batch must be >= 1, got {args.iters} and {args.batch}')
+    if args.iters < 2 or args.batch < 1:  # warmup, then poly decay: two iterations at least
+        parser.error(f'--iters must be >= 2 and --batch >= 1, got {args.iters} and {args.batch}')
     return args
 
 
@@ -90,7 +90,8 @@ def main(argv=None):
     cfg.train_dataloader.batch_size = args.batch
     cfg.train_dataloader.dataset.pipeline[3].crop_size = tuple(args.crop)  # RandomCrop
     cfg.model.data_preprocessor.size = tuple(args.crop)
-    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = args.iters
+    cfg.train_cfg.max_iters = args.iters
+    cfg.train_cfg.val_begin = args.iters + 1  # evaluated once, below, with per-class IoU
     warmup, poly = cfg.param_scheduler
     warmup.end = min(warmup.end, max(1, args.iters // 10))
     poly.begin, poly.end = warmup.end, args.iters
@@ -127,7 +128,8 @@ def main(argv=None):
 
     result = dict(
         benchmark='camvid_train', config=str(CONFIG.relative_to(REPO_ROOT)), device=device,
-        gpu=torch.cuda.get_device_name() if device == 'cuda' else None, cpu=platform.processor(),
+        gpu=torch.cuda.get_device_name() if device == 'cuda' else None,
+        cpu=platform.processor() or platform.machine(),
         torch=torch.__version__, iters=args.iters, batch=args.batch, crop=list(args.crop),
         train_seconds=round(train_seconds, 1), val_images=len(runner.val_dataloader.dataset),
         miou=round(miou, 4),
