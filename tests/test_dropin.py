@@ -51,9 +51,12 @@ def eval_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]
 def build_pair(registry, cfg: dict, ours_type: str, **ours_extra):
     """Build the upstream backbone from ``cfg`` and ours from the same dict
     with only ``type`` changed (and ``ours_extra`` added)."""
-    theirs = registry.build(copy.deepcopy(cfg))
-    ours_cfg = dict(copy.deepcopy(cfg), type=ours_type, **ours_extra)
-    ours = registry.build(ours_cfg)
+    # Under the registry's own scope, as its configs are built: an earlier test
+    # (any Runner) may have left another project's scope as the current one.
+    with DefaultScope.overwrite_default_scope(registry.scope):
+        theirs = registry.build(copy.deepcopy(cfg))
+        ours_cfg = dict(copy.deepcopy(cfg), type=ours_type, **ours_extra)
+        ours = registry.build(ours_cfg)
     return theirs, ours
 
 
