@@ -11,7 +11,7 @@ frequent class of the train split): ``miou_vs_majority`` is their ratio.
 
 Examples::
 
-    python benchmarks/camvid_train.py --iters 2000 --out camvid.json
+    python benchmarks/camvid_train.py --iters 2000 --out /tmp/camvid.json
     python benchmarks/camvid_train.py --iters 200 --crop 180 240   # a quick CPU run
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=8, help='images per iteration (default: %(default)s)')
     parser.add_argument('--crop', type=int, nargs=2, default=(360, 480), metavar=('H', 'W'),
                         help='training crop (default: 360 480)')
-    parser.add_argument('--out', default='camvid_train.json', help='JSON output (default: %(default)s)')
+    parser.add_argument('--out', default=str(REPO_ROOT / 'work_dirs' / 'benchmarks' / 'camvid_train.json'),
+                        help='JSON output (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.iters < 2 or args.batch < 1:  # warmup, then poly decay: two iterations at least
         parser.error(f'--iters must be >= 2 and --batch >= 1, got {args.iters} and {args.batch}')
@@ -139,7 +140,9 @@ def main(argv=None):
                   miou=round(baseline, 4)),
         miou_vs_majority=round(miou / baseline, 2) if baseline else None,
     )
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 

@@ -48,7 +48,8 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default: %(default)s)')
     parser.add_argument('--skip-mmseg', action='store_true',
                         help="leave out mmseg's model (about 6x slower than the others)")
-    parser.add_argument('--out', default='lraspp_speed.json', help='JSON output (default: %(default)s)')
+    parser.add_argument('--out', default=str(REPO_ROOT / 'work_dirs' / 'benchmarks' / 'lraspp_speed.json'),
+                        help='JSON output (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0:
         parser.error(f'--rounds must be >= 1 and --warmup >= 0, got {args.rounds}, {args.warmup}')
@@ -146,7 +147,9 @@ def main(argv=None):
             eager_vs_torchvision=ratios['ours_v3_large_os16_eager'] <= TARGETS['eager_vs_torchvision'],
             deploy_vs_torchvision=ratios['ours_v3_large_os16_deploy'] <= TARGETS['deploy_vs_torchvision']),
     )
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return result
 
