@@ -77,8 +77,7 @@ def main(argv=None):
 
     import mbn_backbones  # noqa: F401
 
-    sys.path.insert(0, str(REPO_ROOT / 'tools' / 'demo'))
-    from detection_demo import make_progress_hook
+    from mbn_backbones.engine import ProgressBarHook
 
     data_root = Path(args.data_root)
     if not (data_root / 'gtFine' / 'val').is_dir():
@@ -106,7 +105,7 @@ def main(argv=None):
     if device == 'cpu':
         # see tools/demo/segmentation_demo.py: 5x5 depthwise backward on the CPU
         runner.model.to(memory_format=torch.channels_last)
-    runner.register_hook(make_progress_hook(False))
+    runner.register_hook(ProgressBarHook())
     start = time.perf_counter()
     runner.train()
     train_seconds = time.perf_counter() - start

@@ -78,8 +78,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-# 10 epochs (120 iterations of 16 images) reach bbox mAP@0.5 0.96 on the
-# held-out split in about 1.5 minutes on 2 idle CPU cores (5 epochs: 0.74).
+# 10 epochs (120 iterations of 16 images) reach bbox mAP@0.5 0.96-0.99 on the
+# held-out split (two runs: 0.96, 0.988) in about 2 minutes on 2 CPU cores
+# (5 epochs: 0.74).
 max_epochs = 10
 randomness = dict(seed=0)
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)

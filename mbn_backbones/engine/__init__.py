@@ -2,10 +2,11 @@
 from .checkpoint import (CheckpointError, CheckpointMismatchError, atomic_save, atomic_write_text,
                          check_state_dict_matches, existing_checkpoints, load_local_checkpoint,
                          resolve_last_checkpoint)
-from .hooks import FiniteLossHook, RNGStateHook, get_rng_state, set_rng_state
+from .hooks import FiniteLossHook, ProgressBarHook, RNGStateHook, get_rng_state, set_rng_state
 
 __all__ = [
-    'CheckpointError', 'CheckpointMismatchError', 'FiniteLossHook', 'RNGStateHook', 'atomic_save',
+    'CheckpointError', 'CheckpointMismatchError', 'FiniteLossHook', 'ProgressBarHook', 'RNGStateHook',
+    'atomic_save',
     'atomic_write_text', 'check_state_dict_matches', 'existing_checkpoints', 'get_rng_state',
     'load_local_checkpoint', 'resolve_last_checkpoint', 'set_rng_state',
 ]

@@ -196,3 +196,75 @@ class FiniteLossHook(Hook):
             f'{runner.iter + 1} (epoch {runner.epoch + 1}, batch {batch_idx + 1}): {terms}'
             f'{images}{resume}. Lower the learning rate or lengthen the warm-up, '
             f'check those images\' annotations, then resume with --resume.')
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """A tqdm bar over the training iterations (epoch and loss beside it) and
+    one over each test or validation pass.
+
+    mmengine's logger prints a line every ``interval`` iterations, which says
+    little about how long a short CPU run has left; the demos and benchmarks
+    draw this bar instead. In a config::
+
+        custom_hooks = [dict(type='mbn_backbones.ProgressBarHook')]
+
+    ``disable=True`` draws nothing (quiet runs). Only rank 0 draws.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, disable: bool = False) -> None:
+        self.disable = disable
+        self._bar = self._train_bar = None
+
+    def _open(self, runner, **kwargs) -> None:
+        from mmengine.dist import get_rank
+        from tqdm import tqdm
+        self._bar = tqdm(disable=self.disable or get_rank() != 0, **kwargs)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def before_train(self, runner) -> None:
+        self._open(runner, total=runner.max_iters, initial=runner.iter, desc='train', unit='it')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        postfix = dict(epoch=f'{runner.epoch + 1}/{runner.max_epochs}') \
+            if runner.train_loop.__class__.__name__ == 'EpochBasedTrainLoop' else {}
+        if outputs and 'loss' in outputs:
+            postfix['loss'] = f'{float(torch.as_tensor(outputs["loss"]).detach()):.3f}'
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(1)
+
+    def after_train(self, runner) -> None:
+        self._close()
+
+    def _eval_bar(self, runner, loader, desc: str) -> None:
+        # the training bar stays open under a validation in the middle of training
+        self._train_bar, self._bar = self._bar, None
+        self._open(runner, total=len(loader), desc=desc, unit='batch', leave=False)
+
+    def _eval_done(self) -> None:
+        self._close()
+        self._bar, self._train_bar = self._train_bar, None
+
+    def before_val_epoch(self, runner) -> None:
+        self._eval_bar(runner, runner.val_dataloader, 'validate')
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._bar.update(1)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._eval_done()
+
+    def before_test_epoch(self, runner) -> None:
+        self._eval_bar(runner, runner.test_dataloader, 'evaluate')
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._bar.update(1)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._eval_done()

@@ -24,6 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from demo_common import ensure_dataset  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'ssdlite' / 'ssdlite_mobilenetv3-large_synthetic.py'
 MIN_MAP50 = 0.5  # what the demo promises on the held-out split
@@ -80,19 +84,6 @@ def parse_args(argv=None):
     return args
 
 
-def ensure_dataset(data_root: Path, quiet: bool = False) -> None:
-    """Generate the synthetic dataset in ``data_root`` unless it is there."""
-    from tqdm import tqdm
-
-    from mbn_backbones.datasets import make_synthetic_coco
-
-    progress = (lambda it, **kw: it) if quiet else tqdm
-    made = make_synthetic_coco(data_root, progress=progress)
-    if not quiet:
-        counts = ', '.join(f'{split} {n} images' for split, n in made.num_images.items())
-        print(f'dataset {made.root} ({"already there" if made.reused else "generated"}): {counts}')
-
-
 def point_config_at(cfg, data_root: Path) -> None:
     """Use the dataset in ``data_root`` for training, validation and test."""
     root = str(data_root).rstrip('/') + '/'
@@ -108,38 +99,6 @@ def set_epochs(cfg, epochs: int) -> None:
     for scheduler in cfg.param_scheduler:
         if scheduler.get('by_epoch', True):
             scheduler.T_max = scheduler.end = epochs
-
-
-def make_progress_hook(quiet: bool):
-    """A hook drawing a tqdm bar over the training iterations and the test batches."""
-    from mmengine.hooks import Hook
-    from tqdm import tqdm
-
-    class ProgressBarHook(Hook):
-        priority = 'VERY_LOW'
-
-        def before_train(self, runner):
-            self.bar = tqdm(total=runner.max_iters, desc='train', unit='it', disable=quiet)
-
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            self.bar.set_postfix(epoch=f'{runner.epoch + 1}/{runner.max_epochs}',
-                                 loss=f'{float(outputs["loss"].detach()):.3f}', refresh=False)
-            self.bar.update(1)
-
-        def after_train(self, runner):
-            self.bar.close()
-
-        def before_test_epoch(self, runner):
-            self.bar = tqdm(total=len(runner.test_dataloader), desc='evaluate', unit='batch',
-                            disable=quiet)
-
-        def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            self.bar.update(1)
-
-        def after_test_epoch(self, runner, metrics=None):
-            self.bar.close()
-
-    return ProgressBarHook()
 
 
 def print_metrics(metrics: dict, classes) -> None:
@@ -185,9 +144,11 @@ def main(argv=None) -> DemoResult:
     from mmengine.runner import Runner
 
     import mbn_backbones  # noqa: F401  registers our modules
+    from mbn_backbones.engine import ProgressBarHook
+    from mbn_backbones.datasets import make_synthetic_coco
 
     data_root = Path(args.data_root)
-    ensure_dataset(data_root, args.quiet)
+    ensure_dataset(make_synthetic_coco, data_root, args.quiet)
 
     cfg = Config.fromfile(args.config)
     point_config_at(cfg, data_root)
@@ -202,7 +163,7 @@ def main(argv=None) -> DemoResult:
                                         max_keep_ckpts=1)
 
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(make_progress_hook(args.quiet))
+    runner.register_hook(ProgressBarHook(disable=args.quiet))
     print(f'training {Path(args.config).name} for {cfg.train_cfg.max_epochs} epochs on '
           f'{"cuda" if torch.cuda.is_available() else "cpu"}', flush=True)
     train_start = time.perf_counter()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detection_demo import make_progress_hook  # noqa: E402
+from demo_common import ensure_dataset  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large_synthetic.py'
@@ -74,19 +74,6 @@ def parse_args(argv=None):
     if args.num_images < 0:
         parser.error(f'--num-images must be >= 0, got {args.num_images}')
     return args
-
-
-def ensure_dataset(data_root: Path, quiet: bool = False) -> None:
-    """Generate the synthetic street scenes in ``data_root`` unless they are there."""
-    from tqdm import tqdm
-
-    from mbn_backbones.datasets import make_synthetic_cityscapes
-
-    progress = (lambda it, **kw: it) if quiet else tqdm
-    made = make_synthetic_cityscapes(data_root, progress=progress)
-    if not quiet:
-        counts = ', '.join(f'{split} {n} images' for split, n in made.num_images.items())
-        print(f'dataset {made.root} ({"already there" if made.reused else "generated"}): {counts}')
 
 
 def point_config_at(cfg, data_root: Path) -> None:
@@ -161,9 +148,11 @@ def main(argv=None) -> DemoResult:
     from mmengine.runner import Runner
 
     import mbn_backbones  # noqa: F401  registers our modules
+    from mbn_backbones.engine import ProgressBarHook
+    from mbn_backbones.datasets import make_synthetic_cityscapes
 
     data_root = Path(args.data_root)
-    ensure_dataset(data_root, args.quiet)
+    ensure_dataset(make_synthetic_cityscapes, data_root, args.quiet)
 
     cfg = Config.fromfile(args.config)
     point_config_at(cfg, data_root)
@@ -182,7 +171,7 @@ def main(argv=None) -> DemoResult:
         # On the CPU the backward pass of a 5x5 depthwise conv is about 10x
         # faster in channels_last than in the default layout (torch 2.x, oneDNN).
         runner.model.to(memory_format=torch.channels_last)
-    runner.register_hook(make_progress_hook(args.quiet))
+    runner.register_hook(ProgressBarHook(disable=args.quiet))
     print(f'training {Path(args.config).name} for {cfg.train_cfg.max_iters} iterations on '
           f'{"cuda" if torch.cuda.is_available() else "cpu"}', flush=True)
     train_start = time.perf_counter()
