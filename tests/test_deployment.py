@@ -130,6 +130,31 @@ def test_lraspp_logits_match_pytorch_at_input_size(tmp_path):
     assert outputs[0].shape == (1, 19, 64, 96)
 
 
+@pytest.mark.parametrize('build, traced_shape, run_shape', [
+    (lambda: dep.build_model(*dep.load_model_config(
+        'MobileNetV3', dict(arch='large', out_indices=(3, '13.expand', 16)))),
+     (1, 3, 96, 96), (3, 3, 96, 96)),
+    (build_ssdlite, (1, 3, 128, 128), (2, 3, 128, 128)),
+    (lambda: dep.build_model(*dep.load_model_config(str(LRASPP_CONFIG))),
+     (1, 3, 64, 96), (1, 3, 64, 96)),
+], ids=['backbone', 'ssdlite', 'lraspp'])
+def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_shape, run_shape):
+    model = randomise_batchnorm(build()).eval()
+    x = torch.randn(run_shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = dep.prepare_export(model, traced_shape).module(x)
+        frozen = dep.freeze_for_cpu(model, traced_shape)
+        got = frozen(x)
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    assert len(got) == len(reference)
+    for g, want in zip(got, reference):
+        assert g.shape == want.shape
+        assert (g - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
+    # folded, channels_last and traced on a copy: the eager model keeps its BatchNorms
+    assert any(isinstance(m, _BatchNorm) for m in model.modules())
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 def test_backbone_export_takes_weights_from_a_detector_checkpoint(tmp_path):
     detector = randomise_batchnorm(build_ssdlite(), seed=5)
     ckpt = tmp_path / 'det.pth'

@@ -114,7 +114,7 @@ def test_docs_name_only_existing_files_and_links():
             if '://' in target:
                 continue
             assert (DOCS / target).exists(), f'{doc} links to missing {target}'
-        for path in re.findall(r'`((?:configs|tests|tools)/[\w./-]+\.(?:py|sh|md))`', text):
+        for path in re.findall(r'`((?:benchmarks|configs|tests|tools)/[\w./-]+\.(?:py|sh|md))`', text):
             assert (REPO / path).exists(), f'{doc} names missing {path}'
 
 

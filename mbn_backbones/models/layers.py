@@ -163,7 +163,11 @@ class InvertedResidual(_CheckpointMixin, nn.Module):
         if self.se is not None:
             out = self.se(out)
         out = self.project(out)
-        return x + out if self.use_shortcut else out
+        if self.use_shortcut:
+            # in place, as torchvision does: no new activation-sized tensor per
+            # block (the projection's conv/BN backward needs no output)
+            out += x
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.expand(x) if self.expand is not None else x
