@@ -83,11 +83,10 @@ def parse_args(argv=None):
     return args
 
 
-def build_models(arch: str, size: int):
+def build_models(arch: str):
     import torchvision
 
     from mbn_backbones import models as mbn_models
-    from mbn_backbones.deployment import freeze_for_cpu
 
     (cls_name, kwargs), tv_name = ARCHS[arch]
     cls = getattr(mbn_models, cls_name)
@@ -96,9 +95,7 @@ def build_models(arch: str, size: int):
     deployed = cls(out_indices=(-1,), **kwargs)
     deployed.load_state_dict(ours.state_dict())
     deployed.switch_to_deploy()
-    frozen = freeze_for_cpu(ours, (1, 3, size, size))
-    return {'torchvision': theirs, 'ours_eager': ours, 'ours_deploy': deployed,
-            'ours_frozen': frozen}
+    return {'torchvision': theirs, 'ours_eager': ours, 'ours_deploy': deployed}
 
 
 def _last(out):
@@ -110,14 +107,18 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
+    from mbn_backbones.deployment import freeze_for_cpu
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load_before = os.getloadavg()
     results = []
     for arch in args.archs:
-        models = build_models(arch, args.size)
+        models = build_models(arch)
         for batch in args.batches:
             x = torch.randn(batch, 3, args.size, args.size)
+            # traced at the batch size it serves, as freeze_for_cpu advises
+            models['ours_frozen'] = freeze_for_cpu(models['ours_eager'], tuple(x.shape))
             calls = args.calls_batch1 if batch == 1 else 1
             times = {name: [] for name in models}
             with torch.inference_mode():

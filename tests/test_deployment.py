@@ -150,9 +150,27 @@ def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_
     for g, want in zip(got, reference):
         assert g.shape == want.shape
         assert (g - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
+    # traced at batch 1, the pointwise convs are matrix products
+    assert 'aten::linear' in str(frozen.graph)
     # folded, channels_last and traced on a copy: the eager model keeps its BatchNorms
     assert any(isinstance(m, _BatchNorm) for m in model.modules())
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize('batch, first_is_matmul', [(1, True), (4, False)])
+def test_pointwise_convs_become_matmuls_where_the_traced_shape_has_few_pixels(batch,
+                                                                             first_is_matmul):
+    from mbn_backbones.models import MobileNetV2
+    backbone = MobileNetV2(out_indices=(7,)).eval().switch_to_deploy()
+    dep._pointwise_as_matmul(backbone, torch.randn(batch, 3, 64, 64))
+    # layer1 projects 4 x 32 x 32 = 4096 pixels at batch 4 (oneDNN's conv is
+    # faster there), the last conv 4 x 2 x 2; at batch 1 every pointwise conv
+    first, last = backbone.layer1[0].project.conv, backbone.conv_last.conv
+    assert isinstance(first, dep.PointwiseAsMatmul) == first_is_matmul
+    assert isinstance(first, torch.nn.Conv2d) != first_is_matmul
+    assert isinstance(last, dep.PointwiseAsMatmul)
+    # depthwise convs stay convs
+    assert isinstance(backbone.layer2[0].depthwise.conv, torch.nn.Conv2d)
 
 
 def test_backbone_export_takes_weights_from_a_detector_checkpoint(tmp_path):
