@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -112,7 +111,6 @@ def main(argv=None):
 
     # per-class IoU: IoUMetric logs its table; recompute it from the kept areas
     from mmseg.evaluation import IoUMetric
-    import numpy as np
     metric = IoUMetric(iou_metrics=['mIoU'])
     metric.dataset_meta = runner.val_dataloader.dataset.metainfo
     runner.model.eval()

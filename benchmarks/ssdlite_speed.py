@@ -5,8 +5,8 @@ NMS), CPU:
 
 * ours: SSDLite320-MobileNetV3-Large with the reduced tail and 90 classes
   (``configs/ssdlite/ssdlite_mobilenetv3-large-reduced-tail_8xb24-600e_coco.py``),
-  eager, deployed (BatchNorm folded with ``fuse_conv_bn``, channels_last,
-  still eager) and frozen (``mbn_backbones.deployment.freeze_for_cpu``: the
+  eager, deployed (``mbn_backbones.deployment.deployed_copy``: BatchNorm
+  folded, channels_last, still eager) and frozen (``mbn_backbones.deployment.freeze_for_cpu``: the
   deployed model traced and frozen as TorchScript); the deploy target
   (<= 0.6x torchvision) is judged on the frozen form;
 * torchvision's ``ssdlite320_mobilenet_v3_large`` (no weights), backbone and
@@ -96,29 +96,16 @@ def build_detector(config, num_classes=None):
     return MODELS.build(cfg.model), cfg
 
 
-def deployed(detector):
-    """BatchNorm folded into the convs everywhere, channels_last."""
-    import torch
-
-    from mbn_backbones.models import fuse_conv_bn
-
-    model = copy.deepcopy(detector).eval()
-    model.backbone.switch_to_deploy()
-    fuse_conv_bn(model.neck)
-    fuse_conv_bn(model.bbox_head)
-    return model.to(memory_format=torch.channels_last)
-
-
 def inference_callables():
     """name -> (callable taking a 1x3x320x320 tensor, input memory format)."""
     import torch
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    from mbn_backbones.deployment import freeze_for_cpu
+    from mbn_backbones.deployment import deployed_copy, freeze_for_cpu
 
     ours, _ = build_detector(OUR_V3, num_classes=90)  # torchvision's 91 with the background
     ours.eval()
-    ours_deploy = deployed(ours)
+    ours_deploy = deployed_copy(ours)
     ours_frozen = freeze_for_cpu(ours, (1, 3, 320, 320))  # raw head outputs, as below
     tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     mmdet_v2, _ = build_detector(MMDET_V2)
@@ -180,7 +167,6 @@ def training_batch(cfg, batch_size, data_root):
 
 
 def time_training(iters, batch_size, progress):
-    import torch
     from mmengine.optim import build_optim_wrapper
 
     ours_v2, cfg = build_detector(OUR_V2)

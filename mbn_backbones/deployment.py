@@ -334,6 +334,22 @@ class PointwiseAsMatmul(nn.Module):
         return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
 
 
+def deployed_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for eager CPU inference: every BatchNorm folded
+    (our backbones through ``switch_to_deploy``, which also converts their
+    input), weights in channels_last, eval mode. ``model`` stays as it was."""
+    import copy
+
+    from mbn_backbones.models.backbones import MobileNet
+
+    model = copy.deepcopy(model).eval()
+    for m in model.modules():
+        if isinstance(m, MobileNet):
+            m.switch_to_deploy()
+    fuse_batchnorm(model)
+    return model.to(memory_format=torch.channels_last)
+
+
 def _pointwise_as_matmul(module: nn.Module, example: torch.Tensor) -> None:
     """Swap in :class:`PointwiseAsMatmul` where it is faster for ``example``'s shape."""
     rows = {}
@@ -358,7 +374,8 @@ def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output
     """Our fastest CPU inference form of ``model``: BatchNorm folded into the
     convs, channels_last weights and activations, traced and frozen TorchScript.
 
-    ``model`` is left as it was (the folding happens on a copy). The result
+    ``model`` is left as it was (the folding happens on a
+    :func:`deployed_copy`). The result
     takes a (N, 3, H, W) tensor of ``input_shape``'s height and width, any
     memory format, and returns what :func:`prepare_export` wraps (a tuple).
     Folding BatchNorm and channels_last alone, in eager mode, leave much of a
@@ -368,18 +385,9 @@ def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output
     (:class:`PointwiseAsMatmul`), chosen for the traced shape: trace at the
     batch size you serve.
     """
-    import copy
-
-    from mbn_backbones.models.backbones import MobileNet
-
-    spec = prepare_export(copy.deepcopy(model), input_shape, fuse_bn=False,
+    spec = prepare_export(deployed_copy(model), input_shape,
                           detector_output=detector_output, backbone_only=backbone_only)
     module = spec.module
-    for m in module.modules():
-        if isinstance(m, MobileNet):
-            m.switch_to_deploy()  # folds, and converts the input to channels_last
-    fuse_batchnorm(module)
-    module = module.to(memory_format=torch.channels_last).eval()
     example = torch.randn(spec.input_shape).contiguous(memory_format=torch.channels_last)
     _pointwise_as_matmul(module, example)
     with torch.no_grad(), warnings.catch_warnings():

@@ -232,8 +232,9 @@ class ProgressBarHook(Hook):
         self._open(runner, total=runner.max_iters, initial=runner.iter, desc='train', unit='it')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        from mmengine.runner import EpochBasedTrainLoop
         postfix = dict(epoch=f'{runner.epoch + 1}/{runner.max_epochs}') \
-            if runner.train_loop.__class__.__name__ == 'EpochBasedTrainLoop' else {}
+            if isinstance(runner.train_loop, EpochBasedTrainLoop) else {}
         if outputs and 'loss' in outputs:
             postfix['loss'] = f'{float(torch.as_tensor(outputs["loss"]).detach()):.3f}'
         self._bar.set_postfix(postfix, refresh=False)
