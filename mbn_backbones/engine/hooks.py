@@ -243,29 +243,25 @@ class ProgressBarHook(Hook):
     def after_train(self, runner) -> None:
         self._close()
 
-    def _eval_bar(self, runner, loader, desc: str) -> None:
+    # Validation and test go through mmengine's mode-generic hook points;
+    # training has its own methods above, so mode 'train' is skipped here.
+    _EVAL_DESC = dict(val='validate', test='evaluate')
+
+    def _before_epoch(self, runner, mode: str = 'train') -> None:
+        if mode not in self._EVAL_DESC:
+            return
         # the training bar stays open under a validation in the middle of training
         self._train_bar, self._bar = self._bar, None
-        self._open(runner, total=len(loader), desc=desc, unit='batch', leave=False)
+        loader = runner.val_dataloader if mode == 'val' else runner.test_dataloader
+        self._open(runner, total=len(loader), desc=self._EVAL_DESC[mode], unit='batch',
+                   leave=False)
 
-    def _eval_done(self) -> None:
-        self._close()
-        self._bar, self._train_bar = self._train_bar, None
+    def _after_iter(self, runner, batch_idx: int, data_batch=None, outputs=None,
+                    mode: str = 'train') -> None:
+        if mode in self._EVAL_DESC:
+            self._bar.update(1)
 
-    def before_val_epoch(self, runner) -> None:
-        self._eval_bar(runner, runner.val_dataloader, 'validate')
-
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._bar.update(1)
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self._eval_done()
-
-    def before_test_epoch(self, runner) -> None:
-        self._eval_bar(runner, runner.test_dataloader, 'evaluate')
-
-    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._bar.update(1)
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        self._eval_done()
+    def _after_epoch(self, runner, mode: str = 'train') -> None:
+        if mode in self._EVAL_DESC:
+            self._close()
+            self._bar, self._train_bar = self._train_bar, None
