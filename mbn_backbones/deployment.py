@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mbn_backbones.models.layers import PointwiseConv2d
+
 BACKBONE_TYPES = ('MobileNetV1', 'MobileNetV2', 'MobileNetV3')
 DETECTOR_OUTPUTS = ('raw', 'decoded')
 # mmdet and mmseg configs of this repo are built under these scopes.
@@ -304,36 +306,6 @@ def prepare_export(model: nn.Module, input_shape: Sequence[int],
     return ExportSpec(module.eval(), kind, input_shape, names)
 
 
-class PointwiseAsMatmul(nn.Module):
-    """A 1x1, stride-1, ungrouped conv as one matrix product over the channels
-    of a channels_last (NHWC) tensor.
-
-    At batch 1 PyTorch runs such convs on small maps through its generic
-    im2col path, and through oneDNN (which reorders the weights at every
-    call) on large ones; one ``addmm`` on the NHWC view is faster for both.
-    On larger batches oneDNN wins except where the product has few rows
-    (the squeeze-excite convs, the 7x7 stages): :func:`freeze_for_cpu`
-    uses this where a conv sees at most ``MAX_ROWS`` pixels (batch x H x W)
-    and everywhere in a graph traced at batch 1 (measured on V2 and V3 at
-    224x224, 2 threads: 10-25 % faster frozen models than either alone).
-    """
-
-    MAX_ROWS = 1024
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.register_buffer('weight', conv.weight.detach().flatten(1).clone())
-        self.register_buffer('bias', None if conv.bias is None else conv.bias.detach().clone())
-
-    @staticmethod
-    def applies_to(conv: nn.Module) -> bool:
-        return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-                and conv.groups == 1 and conv.padding in ((0, 0), 0) and conv.dilation == (1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
-
-
 def deployed_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for eager CPU inference: every BatchNorm folded
     (our backbones through ``switch_to_deploy``, which also converts their
@@ -350,23 +322,14 @@ def deployed_copy(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def _pointwise_as_matmul(module: nn.Module, example: torch.Tensor) -> None:
-    """Swap in :class:`PointwiseAsMatmul` where it is faster for ``example``'s shape."""
-    rows = {}
-    hooks = [m.register_forward_hook(
-        lambda conv, inputs, output: rows.__setitem__(conv, output.shape[0] * output[0, 0].numel()))
-        for m in module.modules() if PointwiseAsMatmul.applies_to(m)]
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    single = example.shape[0] == 1
+def _pointwise_convs(module: nn.Module) -> None:
+    """Make every plain 1x1 ``nn.Conv2d`` (the mmdet/mmseg heads'; our
+    backbones build theirs so) a :class:`PointwiseConv2d`, which picks a
+    matrix product where that is faster for the shape it is traced at."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if child in rows and (single or rows[child] <= PointwiseAsMatmul.MAX_ROWS):
-                setattr(parent, name, PointwiseAsMatmul(child))
+            if type(child) is nn.Conv2d and PointwiseConv2d.applies_to(child):
+                setattr(parent, name, PointwiseConv2d.from_conv(child))
 
 
 def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output: str = 'raw',
@@ -382,14 +345,14 @@ def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output
     batch-1 call to per-layer Python and dispatch overhead; freezing removes
     it (``torch.jit.optimize_for_inference`` on top measured slower here).
     Pointwise convs with few pixels become matrix products
-    (:class:`PointwiseAsMatmul`), chosen for the traced shape: trace at the
-    batch size you serve.
+    (:class:`~mbn_backbones.models.PointwiseConv2d`), chosen for the traced
+    shape: trace at the batch size you serve.
     """
     spec = prepare_export(deployed_copy(model), input_shape,
                           detector_output=detector_output, backbone_only=backbone_only)
     module = spec.module
     example = torch.randn(spec.input_shape).contiguous(memory_format=torch.channels_last)
-    _pointwise_as_matmul(module, example)
+    _pointwise_convs(module)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)  # input checks, as in export_onnx
         # torch 2.10+ marks TorchScript deprecated; 2.14 still runs it, and

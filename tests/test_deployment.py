@@ -157,20 +157,59 @@ def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_
     assert all(p.is_contiguous() for p in model.parameters())
 
 
-@pytest.mark.parametrize('batch, first_is_matmul', [(1, True), (4, False)])
-def test_pointwise_convs_become_matmuls_where_the_traced_shape_has_few_pixels(batch,
-                                                                             first_is_matmul):
-    from mbn_backbones.models import MobileNetV2
-    backbone = MobileNetV2(out_indices=(7,)).eval().switch_to_deploy()
-    dep._pointwise_as_matmul(backbone, torch.randn(batch, 3, 64, 64))
-    # layer1 projects 4 x 32 x 32 = 4096 pixels at batch 4 (oneDNN's conv is
-    # faster there), the last conv 4 x 2 x 2; at batch 1 every pointwise conv
-    first, last = backbone.layer1[0].project.conv, backbone.conv_last.conv
-    assert isinstance(first, dep.PointwiseAsMatmul) == first_is_matmul
-    assert isinstance(first, torch.nn.Conv2d) != first_is_matmul
-    assert isinstance(last, dep.PointwiseAsMatmul)
-    # depthwise convs stay convs
-    assert isinstance(backbone.layer2[0].depthwise.conv, torch.nn.Conv2d)
+def traced_ops(module, x):
+    with torch.no_grad():
+        graph = str(torch.jit.trace(module, (x,), check_trace=False).graph)
+    graph = graph.replace('aten::baddbmm', 'aten::bmm')  # with a bias
+    return {op for op in ('aten::linear', 'aten::bmm', 'aten::_convolution') if op in graph}
+
+
+@pytest.mark.parametrize('shape, channels_last, ops', [
+    ((1, 16, 8, 8), False, {'aten::bmm'}),            # NCHW, batch 1
+    ((2, 16, 56, 56), False, {'aten::bmm'}),          # NCHW, a large map
+    ((2, 16, 28, 28), False, {'aten::_convolution'}),  # NCHW, a small map at batch > 1
+    ((1, 16, 28, 28), True, {'aten::linear'}),        # NHWC, batch 1
+    ((16, 16, 7, 7), True, {'aten::linear'}),         # NHWC, 784 rows
+    ((4, 16, 32, 32), True, {'aten::_convolution'}),  # NHWC, 4096 rows: oneDNN
+    ((16, 16, 1, 1), False, {'aten::linear'}),        # squeeze-excite: both layouts
+])
+@pytest.mark.parametrize('bias', [True, False])
+def test_pointwise_conv_picks_its_kernel_by_shape_and_equals_conv2d(shape, channels_last, ops,
+                                                                   bias):
+    from mbn_backbones.models import PointwiseConv2d
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 24, 1, bias=bias)
+    ours = PointwiseConv2d.from_conv(conv)
+    x = torch.randn(shape, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert traced_ops(ours, x) == ops
+    want, got = conv(x), ours(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    # same gradients: training uses this path too
+    grads = [torch.autograd.grad(y.square().sum(), [x, m.weight]) for y, m in
+             ((want, conv), (got, ours))]
+    for g_want, g_got in zip(*grads):
+        assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_refuses_what_it_cannot_compute():
+    from mbn_backbones.models import PointwiseConv2d
+    with pytest.raises(ValueError, match='1x1 stride-1 ungrouped'):
+        PointwiseConv2d(8, 8, stride=2)
+    assert not PointwiseConv2d.applies_to(torch.nn.Conv2d(8, 8, 1, groups=2))
+
+
+def test_frozen_model_makes_the_heads_pointwise_convs_matmuls_too():
+    from mbn_backbones.models import PointwiseConv2d
+    detector = build_ssdlite().eval()
+    plain = [n for n, m in detector.named_modules()
+             if type(m) is torch.nn.Conv2d and PointwiseConv2d.applies_to(m)]
+    assert plain  # the head's 1x1 predictors
+    spec = dep.prepare_export(dep.deployed_copy(detector), (1, 3, 128, 128))
+    dep._pointwise_convs(spec.module)
+    modules = dict(spec.module.named_modules())
+    assert all(type(modules[f'detector.{n}']) is PointwiseConv2d for n in plain)
 
 
 def test_backbone_export_takes_weights_from_a_detector_checkpoint(tmp_path):
