@@ -90,7 +90,7 @@ class PointwiseConv2d(nn.Conv2d):
         if x.device.type != 'cpu' or x.dim() != 4:
             return super()._conv_forward(x, weight, bias)
         n, c, h, w = x.shape
-        matrix = weight.view(weight.shape[0], c)
+        matrix = weight.flatten(1)  # folds into a constant in a frozen graph
         # channels_last first: an (N, C, 1, 1) tensor is both
         if x.is_contiguous(memory_format=torch.channels_last):
             if n == 1 or n * h * w <= self.MAX_ROWS:
