@@ -204,8 +204,8 @@ class ConvNormAct(nn.Sequential):
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold a BatchNorm child into the conv (inference only)."""
-        bn = self._modules.get('bn')
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
+        bn = self._foldable_bn()
+        if bn is None:
             return
         conv = self.conv
         weight, bias = self._fold(conv, bn)
