@@ -10,6 +10,7 @@ from mbn_backbones.models import (MobileNetClassifier, MobileNetV1, MobileNetV2,
                                   make_divisible)
 from mbn_backbones.registry import MODELS
 from mbn_backbones.utils import count_madds, count_params
+from test_deployment import randomise_batchnorm
 
 WIDTHS = (0.5, 0.75, 1.0, 1.4)
 STRIDES = (8, 16, 32)
@@ -174,16 +175,6 @@ def test_deploy_mode_folds_bn_and_keeps_outputs(arch):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
 
-def with_random_batchnorm(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            for t, (lo, hi) in ((m.running_mean, (-1, 1)), (m.running_var, (0.5, 2)),
-                                (m.weight, (0.5, 1.5)), (m.bias, (-0.5, 0.5))):
-                t.data.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
-    return model
-
-
 def fold_caches(model):
     from mbn_backbones.models import ConvNormAct
     return [m for m in model.modules() if isinstance(m, ConvNormAct) and m._fold_cache]
@@ -191,7 +182,7 @@ def fold_caches(model):
 
 def test_inference_folds_batchnorm_on_the_fly_and_refolds_after_new_weights():
     import copy
-    model = with_random_batchnorm(MobileNetV3('large', out_indices=(3, 16))).eval()
+    model = randomise_batchnorm(MobileNetV3('large', out_indices=(3, 16))).eval()
     x = torch.rand(2, 3, 96, 96)
     conv_then_bn = [t.detach() for t in model(x)]   # autograd on: the ordinary path
     assert not fold_caches(model)
@@ -201,14 +192,13 @@ def test_inference_folds_batchnorm_on_the_fly_and_refolds_after_new_weights():
     for f, r in zip(folded, conv_then_bn):
         torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
     # new statistics (load_state_dict copies in place) must not reuse the old fold
-    other = with_random_batchnorm(MobileNetV3('large', out_indices=(3, 16)), seed=1).eval()
-    other.load_state_dict(model.state_dict())
+    state = model.state_dict()
+    state['layer1.0.depthwise.bn.running_mean'] += 0.5
+    model.load_state_dict(state)
     with torch.no_grad():
-        other.layer1[0].depthwise.bn.running_mean.add_(0.5)
-        model.load_state_dict(other.state_dict())
         refolded = model(x)
-    want = [t.detach() for t in other(x)]
-    for f, w, old in zip(refolded, want, folded):
+    want = [t.detach() for t in model(x)]
+    for f, w in zip(refolded, want):
         torch.testing.assert_close(f, w, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(refolded[0], folded[0], atol=1e-4)
     # copies and pickles do not carry the cache
@@ -217,7 +207,7 @@ def test_inference_folds_batchnorm_on_the_fly_and_refolds_after_new_weights():
 
 def test_training_hooks_and_tracing_take_the_ordinary_path():
     from mbn_backbones.models import ConvNormAct
-    layer = with_random_batchnorm(ConvNormAct(8, 16, 3)).train()
+    layer = randomise_batchnorm(ConvNormAct(8, 16, 3)).train()
     x = torch.rand(4, 8, 10, 10)
     stats = layer.bn.running_mean.clone()
     with torch.no_grad():
