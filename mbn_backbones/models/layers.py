@@ -168,9 +168,11 @@ class ConvNormAct(nn.Sequential):
 
     def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(weight, bias) with the BatchNorm folded in, when it may be used."""
+        if torch.is_grad_enabled():  # first: training pays one check per layer
+            return None
         bn = self._foldable_bn()
-        if (bn is None or bn.training or torch.is_grad_enabled() or torch.jit.is_tracing()
-                or torch.jit.is_scripting() or not isinstance(self.conv, nn.Conv2d)):
+        if (bn is None or bn.training or torch.jit.is_tracing() or torch.jit.is_scripting()
+                or not isinstance(self.conv, nn.Conv2d)):
             return None
         conv = self.conv
         if (conv._forward_hooks or conv._forward_pre_hooks or bn._forward_hooks
