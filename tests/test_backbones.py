@@ -10,7 +10,6 @@ from mbn_backbones.models import (MobileNetClassifier, MobileNetV1, MobileNetV2,
                                   make_divisible)
 from mbn_backbones.registry import MODELS
 from mbn_backbones.utils import count_madds, count_params
-from test_deployment import randomise_batchnorm
 
 WIDTHS = (0.5, 0.75, 1.0, 1.4)
 STRIDES = (8, 16, 32)
@@ -173,60 +172,6 @@ def test_deploy_mode_folds_bn_and_keeps_outputs(arch):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
-
-
-def fold_caches(model):
-    from mbn_backbones.models import ConvNormAct
-    return [m for m in model.modules() if isinstance(m, ConvNormAct) and m._fold_cache]
-
-
-def test_inference_folds_batchnorm_on_the_fly_and_refolds_after_new_weights():
-    import copy
-    model = randomise_batchnorm(MobileNetV3('large', out_indices=(3, 16))).eval()
-    x = torch.rand(2, 3, 96, 96)
-    conv_then_bn = [t.detach() for t in model(x)]   # autograd on: the ordinary path
-    assert not fold_caches(model)
-    with torch.no_grad():
-        folded = model(x)
-    assert len(fold_caches(model)) == 46            # every conv followed by a BN
-    for f, r in zip(folded, conv_then_bn):
-        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
-    # new statistics (load_state_dict copies in place) must not reuse the old fold
-    state = model.state_dict()
-    state['layer1.0.depthwise.bn.running_mean'] += 0.5
-    model.load_state_dict(state)
-    with torch.no_grad():
-        refolded = model(x)
-    want = [t.detach() for t in model(x)]
-    for f, w in zip(refolded, want):
-        torch.testing.assert_close(f, w, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(refolded[0], folded[0], atol=1e-4)
-    # copies and pickles do not carry the cache
-    assert not fold_caches(copy.deepcopy(model))
-
-
-def test_training_hooks_and_tracing_take_the_ordinary_path():
-    from mbn_backbones.models import ConvNormAct
-    layer = randomise_batchnorm(ConvNormAct(8, 16, 3)).train()
-    x = torch.rand(4, 8, 10, 10)
-    stats = layer.bn.running_mean.clone()
-    with torch.no_grad():
-        out = layer(x)  # batch statistics, and they move the running ones
-    assert not layer._fold_cache and not torch.equal(layer.bn.running_mean, stats)
-    conv = layer.conv(x).detach()
-    want = torch.relu(nn.functional.batch_norm(conv, None, None, layer.bn.weight,
-                                               layer.bn.bias, training=True))
-    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
-    layer.eval()
-    calls = []
-    handle = layer.bn.register_forward_hook(lambda *args: calls.append(1))
-    with torch.no_grad():
-        layer(x)
-    assert calls and not layer._fold_cache  # a FLOP counter still sees the BN
-    handle.remove()
-    with torch.no_grad():
-        graph = str(torch.jit.trace(layer, (x,), check_trace=False).inlined_graph)
-    assert 'aten::batch_norm' in graph and not layer._fold_cache
 
 
 def test_registered_in_our_scope_next_to_mmdet_and_mmseg():

@@ -122,19 +122,7 @@ class ConvNormAct(nn.Sequential):
     Children are named ``conv``, ``bn`` and ``act``. The conv has no bias when
     a norm layer follows. :meth:`fuse` folds the norm into the conv for
     deployment.
-
-    Inference without :meth:`fuse` folds too, transparently: in eval mode
-    with autograd off (``torch.no_grad``/``inference_mode``) a BatchNorm
-    computes an affine map of fixed statistics, so the conv runs with
-    weights folded once and cached (one extra copy of this layer's conv
-    weights), skipping a pass over every activation. The cache is keyed on
-    the storage and version counter of every tensor involved, so a
-    ``load_state_dict``, optimizer step or ``.to()`` refolds. Training, eval
-    with gradients, tracing/export and modules with forward hooks (FLOP
-    counters) take the ordinary conv-then-norm path.
     """
-
-    _fold_cache: tuple | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, dilation: int = 1, groups: int = 1,
@@ -151,44 +139,6 @@ class ConvNormAct(nn.Sequential):
         if act is not None:
             self.add_module('act', act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        folded = self._folded_weights()
-        if folded is None:
-            return super().forward(x)
-        x = self.conv._conv_forward(x, *folded)
-        act = self._modules.get('act')
-        return x if act is None else act(x)
-
-    def _foldable_bn(self) -> nn.Module | None:
-        bn = self._modules.get('bn')
-        if (isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats
-                and bn.running_mean is not None and bn.affine):
-            return bn
-        return None
-
-    def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(weight, bias) with the BatchNorm folded in, when it may be used."""
-        if torch.is_grad_enabled():  # first: training pays one check per layer
-            return None
-        bn = self._foldable_bn()
-        if (bn is None or bn.training or torch.jit.is_tracing() or torch.jit.is_scripting()
-                or not isinstance(self.conv, nn.Conv2d)):
-            return None
-        conv = self.conv
-        if (conv._forward_hooks or conv._forward_pre_hooks or bn._forward_hooks
-                or bn._forward_pre_hooks or nn.modules.module._global_forward_hooks
-                or nn.modules.module._global_forward_pre_hooks):
-            return None
-        tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        try:
-            key = (bn.eps,) + tuple(None if t is None else (t.data_ptr(), t._version)
-                                    for t in tensors)
-        except RuntimeError:  # inference tensors have no version counter: no cache
-            return None
-        if self._fold_cache is None or self._fold_cache[0] != key:
-            self._fold_cache = (key, *self._fold(conv, bn))
-        return self._fold_cache[1:]
-
     @staticmethod
     def _fold(conv: nn.Conv2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -197,17 +147,11 @@ class ConvNormAct(nn.Sequential):
             bias = bias + conv.bias * scale
         return conv.weight * scale.reshape(-1, 1, 1, 1), bias
 
-    def __getstate__(self):
-        # copies and pickles refold from their own tensors
-        state = dict(super().__getstate__())  # object's is the live __dict__
-        state.pop('_fold_cache', None)
-        return state
-
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold a BatchNorm child into the conv (inference only)."""
-        bn = self._foldable_bn()
-        if bn is None:
+        bn = self._modules.get('bn')
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.track_running_stats:
             return
         conv = self.conv
         weight, bias = self._fold(conv, bn)
@@ -221,7 +165,6 @@ class ConvNormAct(nn.Sequential):
         fused.bias.copy_(bias)
         self.conv = fused
         del self.bn
-        self._fold_cache = None
 
 
 class SqueezeExcite(nn.Module):
