@@ -10,6 +10,7 @@ from mbn_backbones.models import (MobileNetClassifier, MobileNetV1, MobileNetV2,
                                   make_divisible)
 from mbn_backbones.registry import MODELS
 from mbn_backbones.utils import count_madds, count_params
+from test_deployment import randomise_batchnorm
 
 WIDTHS = (0.5, 0.75, 1.0, 1.4)
 STRIDES = (8, 16, 32)
@@ -172,6 +173,106 @@ def test_deploy_mode_folds_bn_and_keeps_outputs(arch):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def batchnorm_calls(monkeypatch):
+    """How many times a BatchNorm layer ran its normalisation."""
+    import torch.nn.modules.batchnorm as bn_module
+    calls = []
+    real = bn_module.F.batch_norm
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bn_module.F, 'batch_norm', counting)
+    return calls
+
+
+def test_inference_folds_batchnorm_on_large_inputs_only(batchnorm_calls, monkeypatch):
+    from mbn_backbones.models import ConvNormAct
+    model = randomise_batchnorm(MobileNetV3('large', out_indices=(3, 16))).eval()
+    x = torch.rand(2, 3, 96, 96)
+    conv_then_bn = [t.detach() for t in model(x)]   # autograd on: the ordinary path
+    assert len(batchnorm_calls) == 46                # every conv is followed by a BN
+    default = ConvNormAct.FOLD_MIN_NUMEL
+    monkeypatch.setattr(ConvNormAct, 'FOLD_MIN_NUMEL', 0)
+    batchnorm_calls.clear()
+    with torch.no_grad():
+        folded = model(x)
+    assert not batchnorm_calls
+    for f, r in zip(folded, conv_then_bn):
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+    # with the default threshold only the layers on large maps fold
+    monkeypatch.setattr(ConvNormAct, 'FOLD_MIN_NUMEL', default)
+    batchnorm_calls.clear()
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 224, 224))
+    assert 0 < len(batchnorm_calls) < 46
+
+
+def test_inference_folding_follows_a_training_step(monkeypatch):
+    """Nothing is cached: statistics moved by training (in place, without a
+    version bump) and an optimizer step are used by the next inference."""
+    from mbn_backbones.models import ConvNormAct
+    monkeypatch.setattr(ConvNormAct, 'FOLD_MIN_NUMEL', 0)
+    model = randomise_batchnorm(MobileNetV2(out_indices=(2, 7)))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model.eval()(x)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    model(torch.rand(4, 3, 64, 64) * 3)[-1].mean().backward()
+    optim.step()
+    model.eval()
+    with torch.no_grad():
+        folded = model(x)
+    want = [t.detach() for t in model(x)]
+    for f, w, b in zip(folded, want, before):
+        torch.testing.assert_close(f, w, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(f, b, atol=1e-3)
+
+
+def test_training_hooks_and_tracing_take_the_conv_then_norm_path(batchnorm_calls, monkeypatch):
+    from mbn_backbones.models import ConvNormAct
+    monkeypatch.setattr(ConvNormAct, 'FOLD_MIN_NUMEL', 0)
+    layer = randomise_batchnorm(ConvNormAct(8, 16, 3)).train()
+    x = torch.rand(4, 8, 10, 10)
+    stats = layer.bn.running_mean.clone()
+    with torch.no_grad():
+        out = layer(x)  # batch statistics, and they move the running ones
+    assert len(batchnorm_calls) == 1 and not torch.equal(layer.bn.running_mean, stats)
+    conv = layer.conv(x).detach()
+    want = torch.relu(nn.functional.batch_norm(conv, None, None, layer.bn.weight,
+                                               layer.bn.bias, training=True))
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    layer.eval()
+    hooked = []
+    handle = layer.bn.register_forward_hook(lambda *args: hooked.append(1))
+    with torch.no_grad():
+        layer(x)
+    assert hooked  # a FLOP counter still sees the BN
+    handle.remove()
+    with torch.no_grad():
+        graph = str(torch.jit.trace(layer, (x,), check_trace=False).inlined_graph)
+    assert 'aten::batch_norm' in graph
+
+
+def test_folding_handles_batchnorm_without_affine(monkeypatch):
+    from mbn_backbones.models import ConvNormAct
+    layer = ConvNormAct(4, 8, 3, norm_cfg=dict(type='BN', affine=False)).eval()
+    with torch.no_grad():
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.bn.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 4, 12, 12)
+    want = layer(x).detach()
+    monkeypatch.setattr(ConvNormAct, 'FOLD_MIN_NUMEL', 0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+        layer.fuse()
+        torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+    assert not hasattr(layer, 'bn')
 
 
 def test_registered_in_our_scope_next_to_mmdet_and_mmseg():

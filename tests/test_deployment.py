@@ -169,8 +169,8 @@ def traced_ops(module, x):
     ((2, 16, 56, 56), False, {'aten::bmm'}),          # NCHW, a large map
     ((2, 16, 28, 28), False, {'aten::_convolution'}),  # NCHW, a small map at batch > 1
     ((1, 16, 28, 28), True, {'aten::linear'}),        # NHWC, batch 1
-    ((16, 16, 7, 7), True, {'aten::linear'}),         # NHWC, 784 rows
-    ((4, 16, 32, 32), True, {'aten::_convolution'}),  # NHWC, 4096 rows: oneDNN
+    ((4, 16, 7, 7), True, {'aten::linear'}),          # NHWC, 196 rows
+    ((16, 16, 7, 7), True, {'aten::_convolution'}),   # NHWC, 784 rows: oneDNN
     ((16, 16, 1, 1), False, {'aten::linear'}),        # squeeze-excite: both layouts
 ])
 @pytest.mark.parametrize('bias', [True, False])
