@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
             models['ours_frozen'] = freeze_for_cpu(models['ours_eager'], tuple(x.shape))
             calls = args.calls_batch1 if batch == 1 else 1
             times = {name: [] for name in models}
+            faults = {name: 0 for name in models}
             with torch.inference_mode():
                 # same features before timing anything: a fast wrong model is no result
                 ref = _last(models['torchvision'](x))
@@ -141,15 +143,21 @@ def main(argv=None) -> int:
                 for _ in tqdm(range(args.rounds), desc=f'{arch} batch {batch}', unit='round',
                               file=sys.stderr):
                     for name, model in models.items():
+                        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                         start = time.perf_counter()
                         for _ in range(calls):
                             model(x)
                         times[name].append((time.perf_counter() - start) / calls)
+                        faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
             ips = {name: batch / statistics.median(t) for name, t in times.items()}
             row = dict(arch=arch, batch=batch,
                        images_per_s={k: round(v, 2) for k, v in ips.items()},
                        median_ms={k: round(statistics.median(t) * 1e3, 3)
                                   for k, t in times.items()},
+                       # fresh pages the allocator asked the kernel for: most of
+                       # the run-to-run swing of the eager models at batch 16
+                       page_faults_per_call={k: round(v / (args.rounds * calls))
+                                             for k, v in faults.items()},
                        eager_vs_torchvision=round(ips['ours_eager'] / ips['torchvision'], 3),
                        deploy_vs_torchvision=round(ips['ours_deploy'] / ips['torchvision'], 3),
                        frozen_vs_torchvision=round(ips['ours_frozen'] / ips['torchvision'], 3))

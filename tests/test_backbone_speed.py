@@ -28,6 +28,9 @@ def test_benchmark_writes_throughputs_and_ratios_against_torchvision(tmp_path):
         ips = row['images_per_s']
         assert set(ips) == {'torchvision', 'ours_eager', 'ours_deploy', 'ours_frozen'}
         assert all(v > 0 for v in ips.values())
+        faults = row['page_faults_per_call']
+        assert set(faults) == set(ips) and all(isinstance(v, int) and v >= 0
+                                               for v in faults.values())
         assert row['eager_vs_torchvision'] == pytest.approx(
             ips['ours_eager'] / ips['torchvision'], rel=0.01)
         assert row['frozen_vs_torchvision'] == pytest.approx(
