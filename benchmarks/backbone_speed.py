@@ -90,7 +90,6 @@ def build_models(arch: str):
     import torchvision
 
     from mbn_backbones import models as mbn_models
-
     from mbn_backbones.converters import SOURCES, convert_state_dict
 
     (cls_name, kwargs), tv_name = ARCHS[arch]
@@ -137,7 +136,6 @@ def main(argv=None) -> int:
             faults = {name: 0 for name in models}
             with torch.inference_mode():
                 # same features before timing anything: a fast wrong model is no result
-                # with the same weights, every form computes torchvision's features
                 ref = _last(models['torchvision'](x))
                 for name in ('ours_eager', 'ours_deploy', 'ours_frozen'):
                     got = _last(models[name](x))
@@ -165,8 +163,8 @@ def main(argv=None) -> int:
                        images_per_s={k: round(v, 2) for k, v in ips.items()},
                        median_ms={k: round(statistics.median(t) * 1e3, 3)
                                   for k, t in times.items()},
-                       # fresh pages the allocator asked the kernel for: most of
-                       # the run-to-run swing of the eager models at batch 16
+                       # fresh pages the allocator asked the kernel for: much of
+                       # the run-to-run swing of the eager models (benchmarks/README.md)
                        page_faults_per_call={k: round(v / (args.rounds * calls))
                                              for k, v in faults.items()},
                        eager_vs_torchvision=round(ips['ours_eager'] / ips['torchvision'], 3),

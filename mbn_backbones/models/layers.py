@@ -137,8 +137,8 @@ class ConvNormAct(nn.Sequential):
     export, and hooked modules (FLOP counters) take the conv-then-norm path.
     """
 
-    # 2**18: measured break-even at batch 1 (2 threads, torch 2.14); at batch 16
-    # folding is 1.2-1.8x faster for a whole backbone (benchmarks/backbone_speed.py)
+    # 2**18: about break-even at batch 1 (2 threads, torch 2.14); at batch 16
+    # folding makes a whole eager backbone 1.2-1.6x faster (V3-Small, V2, V3-Large)
     FOLD_MIN_NUMEL = 1 << 18
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
