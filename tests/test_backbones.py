@@ -254,6 +254,11 @@ def test_training_hooks_and_tracing_take_the_conv_then_norm_path(batchnorm_calls
         layer(x)
     assert hooked  # a FLOP counter still sees the BN
     handle.remove()
+    batchnorm_calls.clear()
+    with torch.no_grad():
+        layer.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert len(batchnorm_calls) == 1  # reduced precision keeps the BN's own arithmetic
+    layer.float()
     with torch.no_grad():
         graph = str(torch.jit.trace(layer, (x,), check_trace=False).inlined_graph)
     assert 'aten::batch_norm' in graph

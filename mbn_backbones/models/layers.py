@@ -133,8 +133,9 @@ class ConvNormAct(nn.Sequential):
     folded into its weights, computed afresh from the current parameters
     and statistics at every call (nothing is cached, so nothing goes stale),
     which skips one pass over the activation. On smaller inputs that pass
-    costs less than the folding. Training, eval with gradients, tracing and
-    export, and hooked modules (FLOP counters) take the conv-then-norm path.
+    costs less than the folding. Training, eval with gradients, half and
+    bfloat16 inputs, tracing and export, and hooked modules (FLOP counters)
+    take the conv-then-norm path.
     """
 
     # 2**18: about break-even at batch 1 (2 threads, torch 2.14); at batch 16
@@ -163,6 +164,8 @@ class ConvNormAct(nn.Sequential):
         bn = self._foldable_bn()
         conv = self.conv
         if (bn is None or bn.training or type(conv) not in (nn.Conv2d, PointwiseConv2d)
+                # reduced precision: folded weights would round differently
+                or x.dtype not in (torch.float32, torch.float64)
                 or torch.jit.is_tracing() or torch.jit.is_scripting()
                 or conv._forward_hooks or conv._forward_pre_hooks or bn._forward_hooks
                 or bn._forward_pre_hooks or nn.modules.module._global_forward_hooks
