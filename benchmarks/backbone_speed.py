@@ -91,6 +91,7 @@ def build_models(arch: str):
 
     from mbn_backbones import models as mbn_models
     from mbn_backbones.converters import SOURCES, convert_state_dict
+    from mbn_backbones.deployment import deployed_copy
 
     (cls_name, kwargs), tv_name = ARCHS[arch]
     cls = getattr(mbn_models, cls_name)
@@ -104,10 +105,8 @@ def build_models(arch: str):
     kwargs = {**kwargs, **{k: v for k, v in source.backbone.items() if k != 'type'}}
     ours = cls(out_indices=(-1,), **kwargs).eval()
     ours.load_state_dict(convert_state_dict(full.state_dict(), source).state_dict)
-    deployed = cls(out_indices=(-1,), **kwargs)
-    deployed.load_state_dict(ours.state_dict())
-    deployed.switch_to_deploy()
-    return {'torchvision': theirs, 'ours_eager': ours, 'ours_deploy': deployed}
+    # the copy freeze_for_cpu traces: switch_to_deploy on a deep copy of ours
+    return {'torchvision': theirs, 'ours_eager': ours, 'ours_deploy': deployed_copy(ours)}
 
 
 def _last(out):
