@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import os.path as osp
+import platform
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -322,44 +323,136 @@ def deployed_copy(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def _pointwise_convs(module: nn.Module) -> None:
-    """Make every plain 1x1 ``nn.Conv2d`` (the mmdet/mmseg heads'; our
-    backbones build theirs so) a :class:`PointwiseConv2d`, which picks a
-    matrix product where that is faster for the shape it is traced at."""
+def _plain_pointwise_convs(module: nn.Module) -> None:
+    """Make every :class:`PointwiseConv2d` a plain ``nn.Conv2d`` again (same
+    weights): its matrix-product shortcuts help eager inference, but in a
+    graph fused by oneDNN a convolution takes its bias, activation and
+    residual add in one kernel, which a matrix product between permutes cannot."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Conv2d and PointwiseConv2d.applies_to(child):
-                setattr(parent, name, PointwiseConv2d.from_conv(child))
+            if type(child) is PointwiseConv2d:
+                conv = nn.Conv2d(child.in_channels, child.out_channels, 1,
+                                 bias=child.bias is not None)
+                conv.load_state_dict(child.state_dict())
+                setattr(parent, name, conv.to(child.weight))
+
+
+class _ChannelsLastInput(nn.Module):
+    """Converts the input to channels_last inside the traced graph, so that an
+    input of any memory format meets the layout the fused graph was built for."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x.contiguous(memory_format=torch.channels_last))
+
+
+#: calls that make TorchScript's profiling executor record the input types
+#: and then compile its optimised (here: oneDNN-fused) plan
+FUSION_WARMUP_CALLS = 3
+
+
+def onednn_fusion_available() -> bool:
+    """Whether this PyTorch can fuse TorchScript graphs with oneDNN Graph
+    (x86 CPUs with PyTorch's oneDNN build)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.jit, 'enable_onednn_fusion')
+            and platform.machine().lower() in ('x86_64', 'amd64', 'i386', 'i686'))
+
+
+def is_onednn_fused(frozen: torch.jit.ScriptModule, example: torch.Tensor) -> bool:
+    """Whether calling ``frozen`` on ``example`` runs oneDNN-fused partitions."""
+    with torch.no_grad():
+        frozen(example)
+    graph = torch.jit.last_executed_optimized_graph()
+    return graph is not None and 'prim::oneDNNFusionGroup' in str(graph)
 
 
 def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output: str = 'raw',
-                   backbone_only: bool = False) -> torch.jit.ScriptModule:
+                   backbone_only: bool = False,
+                   onednn_fusion: bool = True) -> torch.jit.ScriptModule:
     """Our fastest CPU inference form of ``model``: BatchNorm folded into the
-    convs, channels_last weights and activations, traced and frozen TorchScript.
+    convs, channels_last weights and activations, traced and frozen
+    TorchScript, its convs fused with their bias, activation and residual
+    add by oneDNN Graph.
 
     ``model`` is left as it was (the folding happens on a
-    :func:`deployed_copy`). The result
-    takes a (N, 3, H, W) tensor of ``input_shape``'s height and width, any
-    memory format, and returns what :func:`prepare_export` wraps (a tuple).
-    Folding BatchNorm and channels_last alone, in eager mode, leave much of a
-    batch-1 call to per-layer Python and dispatch overhead; freezing removes
-    it (``torch.jit.optimize_for_inference`` on top measured slower here).
-    Pointwise convs with few pixels become matrix products
-    (:class:`~mbn_backbones.models.PointwiseConv2d`), chosen for the traced
-    shape: trace at the batch size you serve.
+    :func:`deployed_copy`). The result takes a (N, 3, H, W) tensor of
+    ``input_shape``'s height and width, any memory format, and returns what
+    :func:`prepare_export` wraps (a tuple).
+
+    With ``onednn_fusion`` (and :func:`onednn_fusion_available`), the frozen
+    graph is compiled for ``input_shape`` with oneDNN Graph by a few warm-up
+    calls here, under ``torch.jit.enable_onednn_fusion(True)``; the switch is
+    then put back as it was, and the compiled plan stays with the returned
+    module. Inputs of another shape take the unfused frozen graph (same
+    numbers, a third of the speed or less): trace at the batch size you
+    serve. A module saved with ``torch.jit.save`` and loaded again is
+    unfused until it runs a few calls under that switch.
+
+    The fused graph must give the eager model's outputs on a random input
+    (1e-4 relative) before it is returned. Where oneDNN fails to compile it
+    or the numbers differ, a ``RuntimeWarning`` says why and the unfused
+    frozen graph is returned instead: torch 2.14's oneDNN refuses a 1x1 conv
+    followed by a depthwise conv on a 1x1 map, which SSDLite's last extra
+    layers meet at inputs below 288x288 (320 and 512 fuse).
+
+    What each step gives (``benchmarks/backbone_speed.py``): folding and
+    channels_last alone, in eager mode, leave much of a batch-1 call to
+    per-layer Python and dispatch overhead; freezing removes it; the fusion
+    removes the separate passes over each activation for the bias, the
+    activation function and the residual add (V3-Large at batch 1: 4.7 ms
+    frozen, 2.3 ms fused; torchvision 8.2 ms).
     """
     spec = prepare_export(deployed_copy(model), input_shape,
                           detector_output=detector_output, backbone_only=backbone_only)
-    module = spec.module
-    example = torch.randn(spec.input_shape).contiguous(memory_format=torch.channels_last)
-    _pointwise_convs(module)
+    module = _ChannelsLastInput(spec.module).eval()
+    _plain_pointwise_convs(module)
+    example = torch.randn(spec.input_shape)
+    frozen = _trace_and_freeze(module, example)
+    if not (onednn_fusion and onednn_fusion_available()):
+        return frozen
+    previous = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        with torch.no_grad():
+            for _ in range(FUSION_WARMUP_CALLS):
+                fused_out = frozen(example)
+            problem = _differs(fused_out, module(example))
+    except RuntimeError as error:  # oneDNN refuses some degenerate shapes
+        problem = str(error).strip().splitlines()[-1]
+    finally:
+        torch.jit.enable_onednn_fusion(previous)
+    if problem is None:
+        return frozen
+    warnings.warn(f'freeze_for_cpu: oneDNN Graph fusion of {type(spec.module).__name__} at input '
+                  f'shape {spec.input_shape} failed ({problem}); returning the unfused frozen '
+                  f'graph (same numbers, slower)', RuntimeWarning, stacklevel=2)
+    # a new trace: the failed one's executor may hold the broken plan
+    return _trace_and_freeze(module, example)
+
+
+def _trace_and_freeze(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)  # input checks, as in export_onnx
         # torch 2.10+ marks TorchScript deprecated; 2.14 still runs it, and
         # torch.compile, the successor, takes about 40 s to compile a backbone
+        # and was slower at batch 1
         warnings.simplefilter('ignore', FutureWarning)
-        traced = torch.jit.trace(module, (example,), check_trace=False)
-        return torch.jit.freeze(traced)
+        return torch.jit.freeze(torch.jit.trace(module, (example,), check_trace=False))
+
+
+def _differs(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor],
+             rtol: float = 1e-4) -> str | None:
+    """Why ``got`` is not ``want`` (per output, relative to its largest value), or None."""
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g.shape != w.shape:
+            return f'output {i} has shape {tuple(g.shape)}, expected {tuple(w.shape)}'
+        err = float((g - w).abs().max() / w.abs().max().clamp(min=1e-12))
+        if not err <= rtol:  # also NaN
+            return f'output {i} differs from the eager model by {err:.2e} (relative)'
+    return None
 
 
 def export_onnx(spec: ExportSpec, out_file: str, opset: int = 17) -> str:

@@ -6,6 +6,7 @@ BatchNorm statistics are randomised before exporting, so that folding them
 """
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -130,31 +131,76 @@ def test_lraspp_logits_match_pytorch_at_input_size(tmp_path):
     assert outputs[0].shape == (1, 19, 64, 96)
 
 
-@pytest.mark.parametrize('build, traced_shape, run_shape', [
+@pytest.mark.parametrize('build, traced_shape, other_shape', [
     (lambda: dep.build_model(*dep.load_model_config(
         'MobileNetV3', dict(arch='large', out_indices=(3, '13.expand', 16)))),
      (1, 3, 96, 96), (3, 3, 96, 96)),
-    (build_ssdlite, (1, 3, 128, 128), (2, 3, 128, 128)),
+    # 320: smaller inputs end in 1x1 maps that oneDNN refuses to fuse (below)
+    (build_ssdlite, (1, 3, 320, 320), (2, 3, 320, 320)),
     (lambda: dep.build_model(*dep.load_model_config(str(LRASPP_CONFIG))),
-     (1, 3, 64, 96), (1, 3, 64, 96)),
+     (1, 3, 64, 96), (2, 3, 64, 96)),
 ], ids=['backbone', 'ssdlite', 'lraspp'])
-def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_shape, run_shape):
+def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_shape,
+                                                                  other_shape):
     model = randomise_batchnorm(build()).eval()
-    x = torch.randn(run_shape, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        reference = dep.prepare_export(model, traced_shape).module(x)
+    fusion_before = torch.jit.onednn_fusion_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)  # no fallback to the unfused graph
         frozen = dep.freeze_for_cpu(model, traced_shape)
-        got = frozen(x)
     assert isinstance(frozen, torch.jit.ScriptModule)
-    assert len(got) == len(reference)
-    for g, want in zip(got, reference):
-        assert g.shape == want.shape
-        assert (g - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
-    # traced at batch 1, the pointwise convs are matrix products
-    assert 'aten::linear' in str(frozen.graph)
+    # the global switch is back as it was; the compiled plan stays with the module
+    assert torch.jit.onednn_fusion_enabled() == fusion_before
+    generator = torch.Generator().manual_seed(3)
+    # at the traced shape the fused plan runs (NCHW or channels_last input);
+    # at another batch size the unfused frozen graph does, with the same numbers
+    cases = [(traced_shape, False), (traced_shape, True), (other_shape, False)]
+    for shape, channels_last in cases:
+        x = torch.randn(shape, generator=generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            reference = dep.prepare_export(model, traced_shape).module(x)
+            got = frozen(x)
+            if shape == traced_shape and dep.onednn_fusion_available():
+                assert dep.is_onednn_fused(frozen, x), (shape, channels_last)
+        assert len(got) == len(reference)
+        for g, want in zip(got, reference):
+            assert g.shape == want.shape
+            assert (g - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
+    # every 1x1 conv is a plain convolution again, for oneDNN to fuse
+    assert 'aten::linear' not in str(frozen.graph) and 'aten::bmm' not in str(frozen.graph)
     # folded, channels_last and traced on a copy: the eager model keeps its BatchNorms
     assert any(isinstance(m, _BatchNorm) for m in model.modules())
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_frozen_cpu_model_without_fusion_runs_unfused():
+    model = randomise_batchnorm(dep.build_model(*dep.load_model_config(
+        'MobileNetV3', dict(arch='small')))).eval()
+    x = torch.randn(1, 3, 64, 64)
+    frozen = dep.freeze_for_cpu(model, x.shape, onednn_fusion=False)
+    assert not dep.is_onednn_fused(frozen, x)
+    with torch.no_grad():
+        want, got = model(x)[-1], frozen(x)[-1]
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
+
+
+@pytest.mark.skipif(not dep.onednn_fusion_available(), reason='no oneDNN Graph fusion here')
+def test_frozen_cpu_model_falls_back_to_unfused_where_onednn_refuses_the_shape():
+    # torch 2.14's oneDNN Graph cannot run a 1x1 conv followed by a depthwise
+    # conv on a 1x1 map ("could not create a primitive descriptor for the
+    # reorder primitive"): SSDLite's last extra layers at a 128x128 input
+    model = randomise_batchnorm(build_ssdlite()).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with pytest.warns(RuntimeWarning, match=r'fusion of DetectorRawExport at input shape '
+                                            r'\(1, 3, 128, 128\) failed \(.*reorder'):
+        frozen = dep.freeze_for_cpu(model, x.shape)
+    assert not dep.is_onednn_fused(frozen, x)
+    with torch.no_grad():
+        want = dep.prepare_export(model, x.shape).module(x)
+        got = frozen(x)
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= 1e-5 * w.abs().max().clamp(min=1)
 
 
 def traced_ops(module, x):
@@ -198,18 +244,6 @@ def test_pointwise_conv_refuses_what_it_cannot_compute():
     with pytest.raises(ValueError, match='1x1 stride-1 ungrouped'):
         PointwiseConv2d(8, 8, stride=2)
     assert not PointwiseConv2d.applies_to(torch.nn.Conv2d(8, 8, 1, groups=2))
-
-
-def test_frozen_model_makes_the_heads_pointwise_convs_matmuls_too():
-    from mbn_backbones.models import PointwiseConv2d
-    detector = build_ssdlite().eval()
-    plain = [n for n, m in detector.named_modules()
-             if type(m) is torch.nn.Conv2d and PointwiseConv2d.applies_to(m)]
-    assert plain  # the head's 1x1 predictors
-    spec = dep.prepare_export(dep.deployed_copy(detector), (1, 3, 128, 128))
-    dep._pointwise_convs(spec.module)
-    modules = dict(spec.module.named_modules())
-    assert all(type(modules[f'detector.{n}']) is PointwiseConv2d for n in plain)
 
 
 def test_backbone_export_takes_weights_from_a_detector_checkpoint(tmp_path):
