@@ -8,7 +8,9 @@ Images per second at 224x224 on CPU, under ``torch.inference_mode()``, of
   into the convs, channels_last memory format), still eager;
 * ours, frozen: ``mbn_backbones.deployment.freeze_for_cpu`` (the deployed
   model traced and frozen as TorchScript, which removes the per-layer Python
-  and dispatch overhead that dominates batch 1);
+  and dispatch overhead that dominates batch 1, and its convs fused with
+  their bias, activation and residual add by oneDNN Graph; the report says
+  whether the fused plan ran, ``frozen_onednn_fused``);
 * torchvision's ``mobilenet_v2`` / ``mobilenet_v3_large`` /
   ``mobilenet_v3_small`` ``.features`` (eager, randomly initialised): the
   same layers up to the same last 1x1 conv, without the classifier, whose
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from mbn_backbones.deployment import freeze_for_cpu
+    from mbn_backbones.deployment import freeze_for_cpu, is_onednn_fused
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
             x = torch.randn(batch, 3, args.size, args.size)
             # traced at the batch size it serves, as freeze_for_cpu advises
             models['ours_frozen'] = freeze_for_cpu(models['ours_eager'], tuple(x.shape))
+            fused = is_onednn_fused(models['ours_frozen'], x)
             calls = args.calls_batch1 if batch == 1 else 1
             times = {name: [] for name in models}
             faults = {name: 0 for name in models}
@@ -168,7 +171,8 @@ def main(argv=None) -> int:
                                              for k, v in faults.items()},
                        eager_vs_torchvision=round(ips['ours_eager'] / ips['torchvision'], 3),
                        deploy_vs_torchvision=round(ips['ours_deploy'] / ips['torchvision'], 3),
-                       frozen_vs_torchvision=round(ips['ours_frozen'] / ips['torchvision'], 3))
+                       frozen_vs_torchvision=round(ips['ours_frozen'] / ips['torchvision'], 3),
+                       frozen_onednn_fused=fused)
             row['meets_targets'] = all(row[k] >= v for k, v in TARGETS.items())
             results.append(row)
             print(f'{arch:9s} batch {batch:3d}: torchvision {ips["torchvision"]:8.1f} img/s, '

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from mbn_backbones.deployment import onednn_fusion_available
+
 BENCH = Path(__file__).resolve().parents[1] / 'benchmarks' / 'backbone_speed.py'
 
 
@@ -35,6 +37,7 @@ def test_benchmark_writes_throughputs_and_ratios_against_torchvision(tmp_path):
             ips['ours_eager'] / ips['torchvision'], rel=0.01)
         assert row['frozen_vs_torchvision'] == pytest.approx(
             ips['ours_frozen'] / ips['torchvision'], rel=0.01)
+        assert row['frozen_onednn_fused'] is onednn_fusion_available()
         assert row['meets_targets'] == (row['eager_vs_torchvision'] >= 1.0
                                         and row['frozen_vs_torchvision'] >= 2.0)
 
