@@ -175,6 +175,31 @@ def test_deploy_mode_folds_bn_and_keeps_outputs(arch):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('arch', ARCHS)
+def test_cpu_inference_runs_channels_last_and_returns_the_input_layout(arch):
+    model = randomise_batchnorm(build(arch, out_indices=(1, -1))).eval()
+    inner = getattr(model, model.layer_names[2])
+    layouts = []
+    inner.register_forward_hook(
+        lambda m, i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(2, 3, 96, 96)
+    want = [t.detach() for t in model(x)]   # autograd on: NCHW throughout
+    assert layouts == [False]
+    with torch.no_grad():
+        got = model(x)
+        got_cl = model(x.contiguous(memory_format=torch.channels_last))
+    assert layouts == [False, True, True]
+    for g, g_cl, w in zip(got, got_cl, want):
+        assert g.is_contiguous()                                     # NCHW in, NCHW out
+        assert g_cl.is_contiguous(memory_format=torch.channels_last)  # NHWC in, NHWC out
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g_cl, w, atol=1e-5, rtol=1e-5)
+    # training, even without autograd (BN statistics updates), keeps NCHW
+    with torch.no_grad():
+        model.train()(x)
+    assert layouts[-1] is False
+
+
 @pytest.fixture
 def batchnorm_calls(monkeypatch):
     """How many times a BatchNorm layer ran its normalisation."""

