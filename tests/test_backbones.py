@@ -200,6 +200,38 @@ def test_cpu_inference_runs_channels_last_and_returns_the_input_layout(arch):
     assert layouts[-1] is False
 
 
+@pytest.mark.parametrize('out_indices', [(7,), ('1.expand', 7)])
+def test_inference_frees_the_outputs_no_tap_needs(out_indices):
+    """Peak memory: a layer's output lives until the next layer has used it,
+    a block's expansion output until its depthwise conv has (unless tapped)."""
+    import weakref
+
+    from mbn_backbones.models.layers import InvertedResidual
+    model = MobileNetV2(out_indices=out_indices).eval()
+    names = model.layer_names
+    refs, seen = {}, {}
+
+    def keep_ref(key):
+        return lambda module, args, out: refs.__setitem__(key, weakref.ref(out))
+
+    for name in names[:-1]:
+        layer = getattr(model, name)
+        # a layer's last block: a tapped layer runs block by block
+        last = layer[-1] if isinstance(layer[-1], InvertedResidual) else layer
+        last.register_forward_hook(keep_ref(name))
+    block = model.layer2[0]  # index 1: its expansion is tap '1.expand'
+    block.expand.register_forward_hook(keep_ref('expand'))
+    block.project.register_forward_pre_hook(
+        lambda module, args: seen.__setitem__('expansion alive', refs['expand']() is not None))
+    model.conv_last.register_forward_pre_hook(lambda module, args: seen.__setitem__(
+        'alive', [n for n in names[:-2] if refs[n]() is not None]))
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 64, 64))
+    tapped = '1.expand' in out_indices
+    assert seen == {'expansion alive': tapped, 'alive': []}
+    assert len(outs) == len(out_indices)
+
+
 @pytest.fixture
 def batchnorm_calls(monkeypatch):
     """How many times a BatchNorm layer ran its normalisation."""

@@ -149,7 +149,8 @@ class MobileNet(BaseModule):
                     x = block(x)
             else:
                 x = layer(x)
-            found[(pos, False)] = x
+            if (pos, False) in wanted:  # the others are freed as the next layer runs
+                found[(pos, False)] = x
         outs = tuple(found[tap] for tap in self._taps)
         return tuple(o.contiguous() for o in outs) if restore_layout else outs
 

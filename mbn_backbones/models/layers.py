@@ -296,6 +296,7 @@ class InvertedResidual(_CheckpointMixin, nn.Module):
 
     def _tail(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         out = self.depthwise(hidden)
+        del hidden  # the block's largest tensor: freed here unless the caller keeps it
         if self.se is not None:
             out = self.se(out)
         out = self.project(out)
@@ -303,8 +304,8 @@ class InvertedResidual(_CheckpointMixin, nn.Module):
         return x + out if self.use_shortcut else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.expand(x) if self.expand is not None else x
-        return self._tail(x, hidden)
+        # no local name for the expansion output, so _tail can free it
+        return self._tail(x, self.expand(x) if self.expand is not None else x)
 
     def forward_with_expansion(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.expand(x) if self.expand is not None else x
