@@ -7,7 +7,7 @@ NMS), CPU:
   (``configs/ssdlite/ssdlite_mobilenetv3-large-reduced-tail_8xb24-600e_coco.py``),
   eager, deployed (``mbn_backbones.deployment.deployed_copy``: BatchNorm
   folded, channels_last, still eager) and frozen (``mbn_backbones.deployment.freeze_for_cpu``: the
-  deployed model traced and frozen as TorchScript); the deploy target
+  deployed model traced and frozen as TorchScript, fused by oneDNN Graph); the deploy target
   (<= 0.6x torchvision) is judged on the frozen form;
 * torchvision's ``ssdlite320_mobilenet_v3_large`` (no weights), backbone and
   head called directly;
