@@ -172,6 +172,8 @@ def test_deploy_mode_folds_bn_and_keeps_outputs(arch):
         got = model(x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     for e, g in zip(expected, got):
+        # no copy back to NCHW: the deployed heads take channels_last
+        assert g.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
 

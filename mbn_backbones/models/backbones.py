@@ -134,8 +134,10 @@ class MobileNet(BaseModule):
             raise ValueError(f'{type(self).__name__} needs images of at least {min_size}x{min_size} '
                              f'pixels (the stride of its deepest output in out_indices), '
                              f'got {x.shape[2]}x{x.shape[3]}')
-        # NCHW in, NCHW out: only the layers in between change layout
-        restore_layout = self._runs_channels_last(x) and x.is_contiguous()
+        # eager inference: NCHW in, NCHW out, only the layers in between change
+        # layout; the deployed model hands channels_last on to its heads
+        restore_layout = (not self.deploy and self._runs_channels_last(x)
+                          and x.is_contiguous())
         if self.deploy or restore_layout:
             x = x.contiguous(memory_format=torch.channels_last)
         found: dict[tuple[int, bool], torch.Tensor] = {}
