@@ -98,11 +98,11 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
     """Load an mmengine checkpoint or a bare state dict, strictly: an
     exported file must not silently keep random weights. For a backbone, a
     detector's or segmentor's checkpoint gives its ``backbone.`` entries."""
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from .engine.checkpoint import load_local_checkpoint
 
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
-    state = _load_checkpoint(checkpoint, map_location='cpu')
+    state = load_local_checkpoint(checkpoint, map_location='cpu')
     state = state.get('state_dict', state)
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     if model_kind(model) == 'backbone' and any(k.startswith('backbone.') for k in state):

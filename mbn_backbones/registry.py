@@ -11,6 +11,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
 from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
@@ -21,6 +22,9 @@ DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mbn_backbones',
                     locations=['mbn_backbones.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mbn_backbones',
                       locations=['mbn_backbones.datasets'])
+# configs name our runner with runner_type='mbn_backbones.Runner'
+RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope='mbn_backbones',
+                   locations=['mbn_backbones.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mbn_backbones',
                  locations=['mbn_backbones.engine'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mbn_backbones',

@@ -31,7 +31,7 @@ PLAIN_SNIPPETS = [b for b in code_blocks('user_guide.md', 'python') if '_base_' 
 
 
 def snippet_id(block: str) -> str:
-    base = re.search(r"_base_ = '([^']+)'", block).group(1)
+    base = re.search(r"_base_ = \[?\s*'([^']+)'", block).group(1)
     return Path(base).stem
 
 

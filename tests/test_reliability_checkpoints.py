@@ -1,8 +1,9 @@
 """Checkpoints survive kills and full disks; random states resume; NaN losses stop training.
 
-Most tests drive a real mmengine Runner on a toy regressor whose dataset
-augments with the global random generators in the main process, as mmdet's
-and mmseg's transforms do with ``num_workers=0``.
+Most tests drive a real Runner (``mbn_backbones.Runner`` with
+``mbn_backbones.CheckpointHook``, as our configs name them) on a toy
+regressor whose dataset augments with the global random generators in the
+main process, as mmdet's and mmseg's transforms do with ``num_workers=0``.
 """
 import copy
 import errno
@@ -19,11 +20,10 @@ import numpy as np
 import pytest
 import torch
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-import mbn_backbones  # noqa: F401  (applies compat: atomic saving, safe loading)
-from mbn_backbones.engine import RNGStateHook, atomic_save, get_rng_state, set_rng_state
+from mbn_backbones.engine import (RNGStateHook, Runner, atomic_save, get_rng_state,
+                                  load_local_checkpoint, set_rng_state)
 from mbn_backbones.engine.checkpoint import TMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,8 +85,9 @@ def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, sav
         train_cfg=dict(by_epoch=by_epoch, max_iters=max_iters, val_interval=1) if not by_epoch
         else dict(by_epoch=True, max_epochs=max_iters),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001, momentum=0.9)),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=by_epoch,
-                                           max_keep_ckpts=keep, save_best=save_best, rule='greater'),
+        default_hooks=dict(checkpoint=dict(type='mbn_backbones.CheckpointHook', interval=1,
+                                           by_epoch=by_epoch, max_keep_ckpts=keep,
+                                           save_best=save_best, rule='greater'),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='mbn_backbones.RNGStateHook'),
                       dict(type='mbn_backbones.FiniteLossHook')],
@@ -170,7 +171,7 @@ def test_nan_loss_stops_training_naming_the_iteration(tmp_path):
                                                  r'saved before it'):
         runner.train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']
-    saved = torch.load(tmp_path / 'iter_2.pth')
+    saved = load_local_checkpoint(tmp_path / 'iter_2.pth')
     assert all(torch.isfinite(v).all() for v in saved['state_dict'].values())
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
 
@@ -200,7 +201,7 @@ def test_out_of_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == '.pth') == ['iter_1.pth']
     assert not list(tmp_path.glob(TMP_PREFIX + '*'))
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_1.pth')
-    assert torch.load(tmp_path / 'iter_1.pth')['meta']['iter'] == 1
+    assert load_local_checkpoint(tmp_path / 'iter_1.pth')['meta']['iter'] == 1
 
 
 KILL_WHILE_SAVING = '''
@@ -226,7 +227,7 @@ def test_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path):
                           cwd=REPO, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert target.read_bytes() == before
-    assert torch.equal(torch.load(target)['state_dict']['w'], torch.zeros(3))
+    assert torch.equal(load_local_checkpoint(target)['state_dict']['w'], torch.zeros(3))
     leftovers = list(tmp_path.glob(TMP_PREFIX + '*'))
     assert len(leftovers) == 1  # the half-written temporary, never under the checkpoint's name
 
@@ -235,7 +236,7 @@ def test_atomic_save_replaces_a_checkpoint_in_one_step(tmp_path):
     target = tmp_path / 'latest.pth'
     atomic_save({'v': torch.zeros(1)}, str(target))
     atomic_save({'v': torch.ones(1)}, str(target))
-    assert torch.load(target)['v'].item() == 1
+    assert load_local_checkpoint(target)['v'].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ['latest.pth']
 
 
@@ -333,4 +334,4 @@ def test_out_of_disk_while_saving_a_new_best_keeps_the_previous_best(tmp_path, m
         runner.train()
     monkeypatch.undo()
     assert (tmp_path / 'best_toy_score_iter_1.pth').is_file()
-    assert torch.load(tmp_path / 'best_toy_score_iter_1.pth')['meta']['iter'] == 1
+    assert load_local_checkpoint(tmp_path / 'best_toy_score_iter_1.pth')['meta']['iter'] == 1

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mbn_backbones.engine import load_local_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / 'tools' / 'train.py'
 DET_CONFIG = REPO / 'configs' / 'ssdlite' / 'ssdlite_mobilenetv3-large_synthetic.py'
@@ -65,7 +67,7 @@ def kill_after_checkpoint(proc, out, work_dir, first, timeout=240):
 
 
 def state_and_losses(checkpoint):
-    saved = torch.load(checkpoint, map_location='cpu')  # weights_only, torch's default
+    saved = load_local_checkpoint(checkpoint, map_location='cpu')  # weights_only
     losses = saved['message_hub']['log_scalars']['train/loss'].data[0]
     return saved['state_dict'], losses, saved
 

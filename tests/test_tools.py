@@ -71,7 +71,9 @@ class MbnToyMAE(BaseMetric):
 '''
 
 TOY_CONFIG = '''
-custom_imports = dict(imports=['mbn_toy'], allow_failed_imports=False)
+custom_imports = dict(imports=['mbn_toy', 'mbn_backbones'], allow_failed_imports=False)
+# mmengine's own Runner cannot resume its checkpoints under torch >= 2.6
+runner_type = 'mbn_backbones.Runner'
 model = dict(type='MbnToyRegressor')
 _loader = dict(batch_size=2, num_workers=0, collate_fn=dict(type='default_collate'))
 train_dataloader = dict(_loader, sampler=dict(type='DefaultSampler', shuffle=True),
@@ -83,7 +85,8 @@ test_cfg = dict()
 train_cfg = dict(by_epoch=False, max_iters=2)
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
 param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=2)]
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+default_hooks = dict(checkpoint=dict(type='mbn_backbones.CheckpointHook', interval=2,
+                                     by_epoch=False),
                      logger=dict(type='LoggerHook', interval=1))
 log_processor = dict(by_epoch=False)
 # As in OpenMMLab configs; the tools switch to gloo without CUDA.
@@ -101,7 +104,9 @@ def toy_project(tmp_path_factory):
 
 
 def run_tool(args, cwd, project, timeout=120, **env):
-    env = dict(os.environ, PYTHONPATH=str(project), OMP_NUM_THREADS='1', **env)
+    # this checkout's mbn_backbones, whatever the environment has installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(project), str(TOOLS.parent)]),
+               OMP_NUM_THREADS='1', **env)
     start = time.monotonic()
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)

@@ -10,21 +10,16 @@ examples:
     tools/dist_test.sh CONFIG CHECKPOINT 2
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mbn_backbones.engine.launch import add_common_arguments, build_runner, load_config, parse
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='path of the config file')
+    add_common_arguments(parser, work_dir_help='where the evaluation log goes')
     parser.add_argument('checkpoint', help='checkpoint file to evaluate')
-    parser.add_argument(
-        '--work-dir',
-        help='where the evaluation log goes; default: the config\'s work_dir, '
-             'else ./work_dirs/<config file name without .py>')
     parser.add_argument(
         '--out', metavar='FILE.pkl',
         help='also dump the raw predictions to this pickle file, for offline '
@@ -39,26 +34,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision inference (needs a GPU)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override config entries, e.g. test_dataloader.batch_size=1')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='how the processes were started: none (one process; the default), '
-             'pytorch (torchrun, as tools/dist_*.sh do), slurm or mpi')
-    # torch.distributed.launch passes --local_rank, newer launchers --local-rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    args = parse(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out must end with .pkl or .pickle, got {args.out!r}')
     return args
-
-
-def default_work_dir(config_path):
-    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
 def enable_drawing(cfg, show_dir):
@@ -82,16 +61,7 @@ def enable_drawing(cfg, show_dir):
 
 
 def build_cfg(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = default_work_dir(args.config)
-
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show_dir is not None:
@@ -127,31 +97,10 @@ def check_checkpoint_fits(runner, checkpoint):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Imported after parsing so that --help answers at once. mbn_backbones
-    # registers our modules and applies the upstream workarounds, which must
-    # happen before the Runner is built.
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    import mbn_backbones  # noqa: F401
-    from mbn_backbones.compat import adapt_to_cpu_distributed
-
-    from mbn_backbones.engine import ConfigError, check_config
-
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'[test] checkpoint file not found: {args.checkpoint}')
     cfg = build_cfg(args)
-    try:
-        check_config(cfg)
-    except ConfigError as e:
-        raise SystemExit(f'[test] {args.config}: {e}')
-    for note in adapt_to_cpu_distributed(cfg, args.launcher):
-        print(f'[test] {note}', flush=True)
-
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, args, 'test')
     check_checkpoint_fits(runner, args.checkpoint)
 
     if args.out is not None:

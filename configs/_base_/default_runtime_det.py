@@ -1,12 +1,15 @@
 # Runtime of mmdet detectors built from mbn_backbones modules.
 default_scope = 'mmdet'
 custom_imports = dict(imports=['mbn_backbones'], allow_failed_imports=False)
+# Checkpoints written all or nothing and read with weights_only=True; old
+# checkpoints deleted only after the new one exists (docs/architecture.md).
+runner_type = 'mbn_backbones.Runner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=3,
+    checkpoint=dict(type='mbn_backbones.CheckpointHook', interval=5, max_keep_ckpts=3,
                     save_best='coco/bbox_mAP', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))

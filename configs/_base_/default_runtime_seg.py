@@ -1,12 +1,16 @@
 # Runtime of mmseg segmentors built from mbn_backbones modules.
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mbn_backbones'], allow_failed_imports=False)
+# Checkpoints written all or nothing and read with weights_only=True; old
+# checkpoints deleted only after the new one exists (docs/architecture.md).
+runner_type = 'mbn_backbones.Runner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=32000, max_keep_ckpts=3),
+    checkpoint=dict(type='mbn_backbones.CheckpointHook', by_epoch=False, interval=32000,
+                    max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 

@@ -1,5 +1,8 @@
 _base_ = 'mmdet::ssd/ssd512_coco.py'
 custom_imports = dict(imports=['mbn_backbones'], allow_failed_imports=False)
+# mmdet's runtime, with our runner and checkpoint hook (docs/architecture.md)
+runner_type = 'mbn_backbones.Runner'
+default_hooks = dict(checkpoint=dict(type='mbn_backbones.CheckpointHook'))
 
 # SSD512 with MobileNetV2 in place of VGG16: the stride-8 level is the
 # expansion of the first block of row 3 (192 channels, before its stride-2
@@ -22,4 +25,5 @@ model = dict(
     # L2Norm rescaled VGG's conv4_3 (SSD paper, section 3.1); BN features
     # need no rescaling.
     neck=dict(in_channels=backbone_channels, out_channels=feature_channels, l2_norm_scale=None),
-    bbox_head=dict(in_channels=feature_channels))
+    # mbn_backbones.SSDHead: mmdet's SSDHead, able to predict under mmdet 3.3.0
+    bbox_head=dict(type='mbn_backbones.SSDHead', in_channels=feature_channels))

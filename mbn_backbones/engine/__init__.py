@@ -1,14 +1,18 @@
-"""Training reliability: resumable random states, finite-loss checks, safe checkpoints."""
+"""Runner, hooks and checkpoint files: resumable random states, finite-loss checks,
+checkpoints that survive a kill and never run code."""
 from .checkpoint import (CheckpointError, CheckpointMismatchError, atomic_save, atomic_write_text,
-                         check_state_dict_matches, existing_checkpoints, load_local_checkpoint,
+                         check_state_dict_matches, checkpoint_safe_globals, existing_checkpoints,
+                         load_local_checkpoint, mmengine_checkpoint_globals, read_checkpoint,
                          resolve_last_checkpoint)
 from .hooks import FiniteLossHook, ProgressBarHook, RNGStateHook, get_rng_state, set_rng_state
+from .runner import CheckpointHook, Runner
 
 __all__ = [
-    'CheckpointError', 'CheckpointMismatchError', 'FiniteLossHook', 'ProgressBarHook', 'RNGStateHook',
-    'atomic_save',
-    'atomic_write_text', 'check_state_dict_matches', 'existing_checkpoints', 'get_rng_state',
-    'load_local_checkpoint', 'resolve_last_checkpoint', 'set_rng_state',
+    'CheckpointError', 'CheckpointHook', 'CheckpointMismatchError', 'FiniteLossHook',
+    'ProgressBarHook', 'RNGStateHook', 'Runner', 'atomic_save', 'atomic_write_text',
+    'check_state_dict_matches', 'checkpoint_safe_globals', 'existing_checkpoints',
+    'get_rng_state', 'load_local_checkpoint', 'mmengine_checkpoint_globals', 'read_checkpoint',
+    'resolve_last_checkpoint', 'set_rng_state',
 ]
 from .config_check import ConfigError, check_config, unknown_arguments  # noqa: E402
 

@@ -4,16 +4,20 @@
   in the destination folder, fsync it and ``os.replace`` it over the target
   (then fsync the folder), so the target is always either the old complete
   file or the new complete file, never a prefix of one.
-- :func:`load_local_checkpoint` loads with ``weights_only=True`` and turns
-  torch's errors into ones that name the file and say what to do.
+- :func:`load_local_checkpoint` loads with ``weights_only=True``, allowing
+  exactly the non-tensor types mmengine's checkpoints hold
+  (:func:`mmengine_checkpoint_globals`) for the duration of that load only,
+  and turns torch's errors into ones that name the file and say what to do.
 - :func:`check_state_dict_matches` lists missing, unexpected and wrong-shape
   keys before a checkpoint is evaluated.
 - :func:`existing_checkpoints` is what ``tools/train.py`` looks at before it
   agrees to write into a work dir.
 
-:mod:`mbn_backbones.compat` plugs the first two into mmengine.
+:class:`mbn_backbones.engine.Runner` and :class:`mbn_backbones.engine.CheckpointHook`
+save and load through these; nothing here changes mmengine or torch.
 """
 import errno
+import io
 import os
 import os.path as osp
 import pickle
@@ -98,12 +102,92 @@ def atomic_write_text(path: str, text: str) -> None:
 _GLOBAL_RE = re.compile(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL|global) ([\w.]+)')
 
 
+# HistoryBuffer.__getstate__ pickles the class's statistics methods, which
+# pickle writes as getattr(HistoryBuffer, name); these are the ones every
+# HistoryBuffer registers (HistoryBuffer._set_default_statistics).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_statistic(obj, name):
+    """Stand-in for ``builtins.getattr`` while ``torch.load`` unpickles.
+
+    Checkpoints name ``getattr`` only to fetch ``HistoryBuffer.min``,
+    ``.max``, ``.current`` and ``.mean``; allowing the real ``getattr`` would
+    let a checkpoint read any attribute of any object it can reach. This one
+    returns those four methods and refuses everything else.
+    """
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer\'s '
+        f'statistics methods {HISTORY_BUFFER_STATISTICS} are allowed')
+
+
+def mmengine_checkpoint_globals() -> list:
+    """What ``weights_only`` unpickling must allow in a checkpoint saved by mmengine's Runner.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default and refuses every
+    global it does not know; mmengine 0.10.7's checkpoints hold the message
+    hub's ``HistoryBuffer`` objects with numpy arrays, and numpy scalars, so
+    ``Runner.resume`` fails with ``Weights only load failed ... Unsupported
+    global: GLOBAL mmengine.logging.history_buffer.HistoryBuffer``.
+
+    Found by saving checkpoints from real mmdet (SSDLite, SGD, warm-up and
+    cosine schedule) and mmseg (LR-ASPP, AdamW, warm-up and poly schedule,
+    ``save_best='mIoU'``) runners and a toy runner (SGD and AdamW, multi-step
+    schedule), then reading their pickles and loading them:
+
+    - ``mmengine.logging.history_buffer.HistoryBuffer``: the message hub's
+      ``log_scalars`` (losses, lr, times, metrics);
+    - ``builtins.getattr``, answered by :func:`history_buffer_statistic`:
+      each HistoryBuffer's state holds its class's statistics methods;
+    - ``numpy.core.multiarray._reconstruct`` and ``numpy.ndarray``: the
+      HistoryBuffer's value and count histories;
+    - ``numpy.dtype`` and the dtype classes ``Float64DType`` and
+      ``Int64DType`` that unpickling builds: those histories are float64 and
+      int64 (``HistoryBuffer.update`` takes only Python ints and floats);
+    - ``numpy.core.multiarray.scalar``: numpy float64 scalars in
+      ``runtime_info``, e.g. ``eta`` (every checkpoint) and ``best_score``.
+
+    Everything else in a checkpoint (``meta`` with the config text and
+    ``dataset_meta``, optimizer and scheduler state, ``OrderedDict``,
+    ``Counter``) torch allows already.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    # The project pins numpy < 2; numpy 2 pickles these under numpy._core.
+    multiarray = np.core.multiarray if np.lib.NumpyVersion(np.__version__) < '2.0.0' \
+        else np._core.multiarray
+    return [
+        HistoryBuffer,
+        (history_buffer_statistic, 'builtins.getattr'),
+        multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        np.dtypes.Float64DType,
+        np.dtypes.Int64DType,
+        multiarray.scalar,
+    ]
+
+
+def checkpoint_safe_globals():
+    """Context in which ``torch.load(weights_only=True)`` reads mmengine checkpoints.
+
+    torch's ``safe_globals`` context: the globals of
+    :func:`mmengine_checkpoint_globals` are allowed inside it and the
+    process-wide list is as it was once it exits.
+    """
+    return torch.serialization.safe_globals(mmengine_checkpoint_globals())
+
+
 def load_local_checkpoint(filename: str, map_location=None):
     """Load a checkpoint file with ``weights_only=True``, explaining failures.
 
     A pickle that would import or call anything beyond tensors, containers and
-    the globals :mod:`mbn_backbones.compat` allows is refused before any of it
-    runs; the error names the file and the global it asked for.
+    :func:`mmengine_checkpoint_globals` is refused before any of it runs; the
+    error names the file and the global it asked for.
 
     Raises:
         FileNotFoundError: ``filename`` does not exist.
@@ -113,12 +197,40 @@ def load_local_checkpoint(filename: str, map_location=None):
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(errno.ENOENT, f'checkpoint file not found: {filename}', filename)
-    size = osp.getsize(filename)
+    return _load_explained(filename, filename, osp.getsize(filename), map_location)
+
+
+def read_checkpoint(filename: str, map_location=None, backend_args: Optional[dict] = None):
+    """:func:`load_local_checkpoint` for a path; for a URI (``https://``,
+    ``s3://`` ...) the same after reading its bytes with mmengine's file
+    backends. mmengine's own loaders for URLs go through ``torch.hub``, which
+    unpickles with ``weights_only=False``.
+
+    Raises:
+        ValueError: a model-zoo name (``torchvision://``, ``open-mmlab://``),
+            which has no file backend; resolve it to its URL.
+    """
+    filename = str(filename)
+    if '://' not in filename:
+        return load_local_checkpoint(filename, map_location)
+    from mmengine import fileio
+    try:
+        fileio.get_file_backend(filename, backend_args=backend_args)
+    except ValueError as e:
+        raise ValueError(f'cannot read checkpoint {filename}: mbn_backbones loads local files '
+                         f'and URIs that mmengine.fileio reads (http, https, s3, ...); give '
+                         f'the URL this name stands for ({e})') from e
+    data = fileio.get(filename, backend_args=backend_args)
+    return _load_explained(io.BytesIO(data), filename, len(data), map_location)
+
+
+def _load_explained(source, filename: str, size: int, map_location):
     if size == 0:
         raise CheckpointError(f'checkpoint {filename} is empty (0 bytes): it was not '
                               f'written completely; use an earlier checkpoint')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        with checkpoint_safe_globals():
+            return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL_RE.search(str(e))
         asked = f' it asks for {found.group(1)},' if found else ''

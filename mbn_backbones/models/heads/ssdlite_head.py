@@ -1,6 +1,7 @@
 """SSDLite prediction layers and default boxes (MobileNetV2 paper, section 6.2).
 
-mmdet's ``SSDHead`` already has the losses (softmax with hard negative
+mmdet's ``SSDHead`` (through our :class:`~.ssd_head.SSDHead`, which lets it
+predict under mmdet 3.3.0) already has the losses (softmax with hard negative
 mining, smooth L1), target assignment and box decoding; what SSDLite changes
 is written here:
 
@@ -22,12 +23,12 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from mmdet.models.dense_heads import SSDHead
 from mmdet.models.task_modules.prior_generators import AnchorGenerator
 from torch.nn.modules.utils import _pair
 
 from ...registry import MODELS, TASK_UTILS
 from ..layers import ConvNormAct
+from .ssd_head import SSDHead
 
 
 @TASK_UTILS.register_module()
@@ -134,8 +135,9 @@ class SSDLiteHead(SSDHead):
     """SSD head with SSDLite prediction layers and default boxes.
 
     Everything else (losses, target assignment, decoding, NMS) is mmdet's
-    ``SSDHead``. ``in_channels`` are the neck's ``out_channels``, one entry
-    per level of ``anchor_generator``.
+    ``SSDHead``, with ``loss_cls = None`` as :class:`~.ssd_head.SSDHead` sets
+    it. ``in_channels`` are the neck's ``out_channels``, one entry per level
+    of ``anchor_generator``.
 
     Args:
         num_classes: object classes, without the background.
