@@ -536,3 +536,33 @@ def test_cpu_distributed_drops_sync_bn_of_the_lraspp_configs(monkeypatch):
     cfg = Config.fromfile(REPO / 'configs/lraspp/lraspp_mobilenetv3-large_synthetic.py')
     adapt_to_cpu_distributed(cfg, 'slurm')
     assert cfg.sync_bn == 'torch'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the rewrite applies only without CUDA')
+def test_dist_train_of_an_lraspp_config_runs_on_cpu(tmp_path):
+    """tools/dist_train.sh, two processes, on the LR-ASPP config (sync_bn='torch')."""
+    import os
+    import socket
+
+    from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
+    root = tmp_path / 'cityscapes'
+    make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=128, width=256, num_train=4,
+                                                            num_val=2))
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    options = [f'train_dataloader.dataset.data_root={root}/', 'train_dataloader.num_workers=0',
+               'train_dataloader.persistent_workers=False', 'train_dataloader.batch_size=1',
+               'train_cfg.max_iters=1', 'train_cfg.val_interval=100',
+               'default_hooks.checkpoint.interval=1']
+    command = ['bash', str(REPO / 'tools/dist_train.sh'),
+               str(REPO / 'configs/lraspp/lraspp_mobilenetv3-large_synthetic.py'), '2',
+               '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options]
+    env = dict(os.environ, PORT=str(port), OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=400)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert out.count("sync_bn='torch' dropped") == 2  # one line per process
+    assert 'SyncBatchNorm layers only work with GPU modules' not in out
+    assert (tmp_path / 'work' / 'iter_1.pth').is_file()
