@@ -551,10 +551,12 @@ def test_dist_train_of_an_lraspp_config_runs_on_cpu(tmp_path):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    options = [f'train_dataloader.dataset.data_root={root}/', 'train_dataloader.num_workers=0',
-               'train_dataloader.persistent_workers=False', 'train_dataloader.batch_size=1',
-               'train_cfg.max_iters=1', 'train_cfg.val_interval=100',
-               'default_hooks.checkpoint.interval=1']
+    options = ['train_dataloader.batch_size=1', 'train_cfg.max_iters=1',
+               'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1']
+    for split in ('train', 'val', 'test'):
+        options += [f'{split}_dataloader.dataset.data_root={root}/',
+                    f'{split}_dataloader.num_workers=0',
+                    f'{split}_dataloader.persistent_workers=False']
     command = ['bash', str(REPO / 'tools/dist_train.sh'),
                str(REPO / 'configs/lraspp/lraspp_mobilenetv3-large_synthetic.py'), '2',
                '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options]
