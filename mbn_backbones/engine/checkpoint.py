@@ -16,6 +16,7 @@
 :class:`mbn_backbones.engine.Runner` and :class:`mbn_backbones.engine.CheckpointHook`
 save and load through these; nothing here changes mmengine or torch.
 """
+import contextlib
 import errno
 import io
 import os
@@ -55,12 +56,49 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; /proc has it without that race.
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_leftovers(folder: str) -> list:
+    """Delete the temporary files that killed saves left in ``folder``; their names.
+
+    A save killed between creating its temporary file and renaming it leaves
+    a ``.mbn_tmp_*`` file as large as a checkpoint. Only one process saves
+    into a work dir (rank 0; ``tools/train.py`` refuses a second run), so any
+    such file there when a save or a resume starts is a leftover.
+    """
+    if not osp.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(TMP_PREFIX):
+            try:
+                os.unlink(osp.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 def _atomic_write(path: str, write, what: str) -> None:
     path = osp.abspath(osp.expanduser(str(path)))
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + osp.basename(path) + '.', dir=folder)
     try:
+        # mkstemp creates 0600; a checkpoint gets what open() would give it
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -172,14 +210,27 @@ def mmengine_checkpoint_globals() -> list:
     ]
 
 
+@contextlib.contextmanager
 def checkpoint_safe_globals():
     """Context in which ``torch.load(weights_only=True)`` reads mmengine checkpoints.
 
-    torch's ``safe_globals`` context: the globals of
-    :func:`mmengine_checkpoint_globals` are allowed inside it and the
-    process-wide list is as it was once it exits.
+    - torch's ``safe_globals`` context: the globals of
+      :func:`mmengine_checkpoint_globals` are allowed inside it and the
+      process-wide list is as it was once it exits;
+    - ``HistoryBuffer``'s statistics methods are as they were once it exits.
+      mmengine 0.10.7's ``HistoryBuffer.__setstate__`` merges the methods a
+      checkpoint names into a dict of the *class*, so one loaded file could
+      remap ``mean`` to ``max`` for every logger in the process (and every
+      checkpoint saved after).
     """
-    return torch.serialization.safe_globals(mmengine_checkpoint_globals())
+    from mmengine.logging import HistoryBuffer
+    statistics = dict(HistoryBuffer._statistics_methods)
+    try:
+        with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+            yield
+    finally:
+        HistoryBuffer._statistics_methods.clear()
+        HistoryBuffer._statistics_methods.update(statistics)
 
 
 def load_local_checkpoint(filename: str, map_location=None):

@@ -13,6 +13,7 @@ change that for the runs that name them, and for no one else::
 Our ``configs/_base_/default_runtime_*.py`` set both.
 """
 import os
+import os.path as osp
 import time
 
 import mmengine
@@ -27,11 +28,15 @@ from mmengine.utils import apply_to, get_git_hash
 
 from ..registry import HOOKS, RUNNERS
 from ..upstream import check_version
-from .checkpoint import atomic_save, atomic_write_text, read_checkpoint
+from .checkpoint import atomic_save, atomic_write_text, read_checkpoint, remove_leftovers
 
 
 def _is_local(path, file_client_args, backend_args) -> bool:
-    return file_client_args is None and backend_args is None and '://' not in str(path)
+    """A path the local file system writes: no URI prefix, and no backend
+    arguments or ones that name mmengine's local backend."""
+    local_backend = backend_args is None or (backend_args.get('backend') == 'local' and
+                                             len(backend_args) == 1)
+    return file_client_args is None and local_backend and '://' not in str(path)
 
 
 def _on_cpu(state):
@@ -71,6 +76,20 @@ class Runner(MMEngineRunner):
                 "default_hooks.checkpoint is mmengine's CheckpointHook, which deletes the "
                 'oldest checkpoint before the new one is saved and rewrites last_checkpoint '
                 "in place; type='mbn_backbones.CheckpointHook' does neither")
+
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        """mmengine's ``resume``; first removes what killed saves left in the work dir."""
+        self._remove_leftovers(self.work_dir)
+        if '://' not in str(filename):
+            self._remove_leftovers(osp.dirname(osp.abspath(filename)))
+        super().resume(filename, *args, **kwargs)
+
+    @master_only
+    def _remove_leftovers(self, folder):
+        removed = remove_leftovers(folder)
+        if removed:
+            self.logger.info(f'removed {len(removed)} temporary file(s) of interrupted saves '
+                             f'from {folder}: {", ".join(removed)}')
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys: list = [(r'^module.', '')]):
@@ -144,6 +163,7 @@ class Runner(MMEngineRunner):
 
         self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
         if _is_local(filepath, file_client_args, backend_args):
+            self._remove_leftovers(osp.dirname(osp.abspath(filepath)))
             atomic_save(checkpoint, filepath)
         else:
             save_checkpoint(checkpoint, filepath, file_client_args=file_client_args,
