@@ -19,6 +19,7 @@ SEG_CONFIG = REPO / 'configs/lraspp/lraspp_mobilenetv3-large_synthetic.py'
 
 
 def save_initialised_checkpoint(config: Path, scope: str, dataset_meta: dict, path: Path):
+    from mmengine.logging import MessageHub
     from mmengine.registry import MODELS, DefaultScope
 
     import mbn_backbones  # noqa: F401
@@ -28,7 +29,11 @@ def save_initialised_checkpoint(config: Path, scope: str, dataset_meta: dict, pa
         model = MODELS.build(cfg.model)
     torch.manual_seed(0)
     model.init_weights()
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': dataset_meta}}, path)
+    # a message hub with a logged loss, as every tools/train.py checkpoint has
+    hub = MessageHub(f'demo_{path.stem}')
+    hub.update_scalar('train/loss', 1.0)
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': dataset_meta},
+                'message_hub': hub.state_dict()}, path)
 
 
 @pytest.fixture(scope='module')

@@ -78,10 +78,9 @@ class Runner(MMEngineRunner):
                 "in place; type='mbn_backbones.CheckpointHook' does neither")
 
     def resume(self, filename: str, *args, **kwargs) -> None:
-        """mmengine's ``resume``; first removes what killed saves left in the work dir."""
+        """mmengine's ``resume``; first removes what killed saves left in the work
+        dir (only there: a checkpoint's own folder may be another run's)."""
         self._remove_leftovers(self.work_dir)
-        if '://' not in str(filename):
-            self._remove_leftovers(osp.dirname(osp.abspath(filename)))
         super().resume(filename, *args, **kwargs)
 
     @master_only

@@ -42,9 +42,12 @@ def parse_args(argv=None):
 def run_detector(args, cfg):
     import mmcv
     from mmdet.apis import inference_detector, init_detector
+
+    from mbn_backbones.engine import checkpoint_safe_globals
     from mmdet.registry import VISUALIZERS
 
-    model = init_detector(cfg, args.checkpoint, device=args.device)
+    with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
+        model = init_detector(cfg, args.checkpoint, device=args.device)
     result = inference_detector(model, args.image)
     visualizer = VISUALIZERS.build(cfg.get('visualizer', dict(type='DetLocalVisualizer')))
     visualizer.dataset_meta = model.dataset_meta
@@ -67,7 +70,10 @@ def run_segmentor(args, cfg):
     import numpy as np
     from mmseg.apis import inference_model, init_model, show_result_pyplot
 
-    model = init_model(cfg, args.checkpoint, device=args.device)
+    from mbn_backbones.engine import checkpoint_safe_globals
+
+    with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
+        model = init_model(cfg, args.checkpoint, device=args.device)
     result = inference_model(model, args.image)
     show_result_pyplot(model, args.image, result, opacity=args.opacity, draw_gt=False,
                        show=False, with_labels=False, out_file=args.out)
@@ -99,7 +105,7 @@ def main(argv=None):
         config_stem = osp.splitext(osp.basename(args.config))[0]
         args.out = osp.join('demo_out', f'{stem}_{config_stem}.png')
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    import mbn_backbones  # noqa: F401  checkpoints load under torch's weights_only
+    import mbn_backbones  # noqa: F401  registers our modules
     outcome = run_detector(args, cfg) if scope == 'mmdet' else run_segmentor(args, cfg)
     print(f'wrote {args.out}')
     return outcome
