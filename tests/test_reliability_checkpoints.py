@@ -11,6 +11,7 @@ import itertools
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -22,8 +23,9 @@ import torch
 from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
-from mbn_backbones.engine import (RNGStateHook, Runner, atomic_save, get_rng_state,
-                                  load_local_checkpoint, set_rng_state)
+from mbn_backbones.engine import (RNGStateHook, Runner, atomic_save, atomic_write_text,
+                                  get_rng_state, load_local_checkpoint,
+                                  mmengine_checkpoint_globals, read_checkpoint, set_rng_state)
 from mbn_backbones.engine.checkpoint import TMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def keep_default_scope():
 
 
 def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, save_best=None,
-               dropout=0.0, **kwargs):
+               dropout=0.0, backend_args=None, **kwargs):
     torch.manual_seed(0)  # the model is built before the Runner seeds anything
     return Runner(
         model=Regressor(dropout),
@@ -87,7 +89,8 @@ def toy_runner(work_dir, max_iters=4, dataset=None, by_epoch=False, keep=-1, sav
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.001, momentum=0.9)),
         default_hooks=dict(checkpoint=dict(type='mbn_backbones.CheckpointHook', interval=1,
                                            by_epoch=by_epoch, max_keep_ckpts=keep,
-                                           save_best=save_best, rule='greater'),
+                                           save_best=save_best, rule='greater',
+                                           backend_args=backend_args),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='mbn_backbones.RNGStateHook'),
                       dict(type='mbn_backbones.FiniteLossHook')],
@@ -179,8 +182,10 @@ def test_nan_loss_stops_training_naming_the_iteration(tmp_path):
 # ---------------------------------------------------------------------------
 # saving: full disk, kill
 
-def test_out_of_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    runner = toy_runner(tmp_path, max_iters=3, keep=1)
+# mmengine writes non-atomically whenever backend_args is given, even for its local backend
+@pytest.mark.parametrize('backend_args', [None, dict(backend='local')], ids=['plain', 'local_backend'])
+def test_out_of_disk_while_saving_keeps_the_previous_checkpoint(backend_args, tmp_path, monkeypatch):
+    runner = toy_runner(tmp_path, max_iters=3, keep=1, backend_args=backend_args)
     upstream_save = torch.save
     calls = []
 
@@ -230,6 +235,44 @@ def test_kill_while_saving_leaves_the_previous_checkpoint_whole(tmp_path):
     assert torch.equal(load_local_checkpoint(target)['state_dict']['w'], torch.zeros(3))
     leftovers = list(tmp_path.glob(TMP_PREFIX + '*'))
     assert len(leftovers) == 1  # the half-written temporary, never under the checkpoint's name
+
+
+def killed_save(target):
+    """Kill a process in the middle of saving ``target``; return the file it left."""
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(KILL_WHILE_SAVING), str(target)],
+                          cwd=REPO, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    (leftover,) = Path(target).parent.glob(TMP_PREFIX + '*')
+    return leftover
+
+
+def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
+    leftover = killed_save(tmp_path / 'iter_1.pth')
+    toy_runner(tmp_path, max_iters=1).train()
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == '.pth') == ['iter_1.pth']
+
+
+def test_resume_removes_what_a_killed_save_left(tmp_path):
+    toy_runner(tmp_path, max_iters=2).train()
+    leftover = killed_save(tmp_path / 'iter_3.pth')
+    # max_iters=2: nothing left to train, so nothing is saved; only the resume cleans up
+    resumed = toy_runner(tmp_path, max_iters=2, resume=True, load_from=str(tmp_path / 'iter_2.pth'))
+    resumed.train()
+    assert resumed.iter == 2
+    assert not leftover.exists()
+
+
+def test_saved_files_get_the_permissions_of_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_save({'w': torch.zeros(1)}, str(tmp_path / 'model.pth'))
+        atomic_write_text(str(tmp_path / 'last_checkpoint'), 'model.pth')
+        (tmp_path / 'plain').write_text('as open() creates it')
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {'model.pth': 0o640, 'last_checkpoint': 0o640, 'plain': 0o640}
 
 
 def test_atomic_save_replaces_a_checkpoint_in_one_step(tmp_path):
@@ -335,3 +378,38 @@ def test_out_of_disk_while_saving_a_new_best_keeps_the_previous_best(tmp_path, m
     monkeypatch.undo()
     assert (tmp_path / 'best_toy_score_iter_1.pth').is_file()
     assert load_local_checkpoint(tmp_path / 'best_toy_score_iter_1.pth')['meta']['iter'] == 1
+
+
+# ---------------------------------------------------------------------------
+# a checkpoint cannot change HistoryBuffer's statistics for the whole process
+
+@pytest.fixture
+def remapping_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint whose HistoryBuffer state maps 'mean' to max and adds a name."""
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer([1.0, 5.0], [1, 1])
+    with monkeypatch.context() as m:
+        m.setattr(HistoryBuffer, '_statistics_methods', dict(HistoryBuffer._statistics_methods))
+        HistoryBuffer._statistics_methods.update(mean=HistoryBuffer.max, extra=HistoryBuffer.min)
+        path = tmp_path / 'remap.pth'
+        torch.save(dict(message_hub=dict(log_scalars={'loss': buffer})), path)
+    return path
+
+
+def test_upstream_unpickling_remaps_history_buffer_statistics(remapping_checkpoint, monkeypatch):
+    """The defect: mmengine 0.10.7's HistoryBuffer.__setstate__ writes into the class."""
+    from mmengine.logging import HistoryBuffer
+    monkeypatch.setattr(HistoryBuffer, '_statistics_methods', dict(HistoryBuffer._statistics_methods))
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        torch.load(remapping_checkpoint, weights_only=True)
+    assert HistoryBuffer._statistics_methods['mean'] is HistoryBuffer.max
+    assert HistoryBuffer([1.0, 5.0], [1, 1]).statistics('mean') == 5.0
+
+
+def test_loading_leaves_history_buffer_statistics_alone(remapping_checkpoint):
+    from mmengine.logging import HistoryBuffer
+    before = dict(HistoryBuffer._statistics_methods)
+    loaded = read_checkpoint(remapping_checkpoint)
+    assert HistoryBuffer._statistics_methods == before
+    assert HistoryBuffer([1.0, 5.0], [1, 1]).statistics('mean') == 3.0
+    assert loaded['message_hub']['log_scalars']['loss'].statistics('mean') == 3.0
