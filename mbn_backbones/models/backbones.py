@@ -10,7 +10,6 @@ import warnings
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
