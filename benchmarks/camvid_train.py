@@ -22,7 +22,8 @@ import platform
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common import REPO_ROOT, write_report
+
 CONFIG = REPO_ROOT / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large-os16_1xb8-20k_camvid-360x480.py'
 # trainIds CamVid's 11 classes map to (tools/dataset_converters/camvid.py)
 CAMVID_TRAIN_IDS = (0, 1, 2, 4, 5, 7, 8, 10, 11, 12, 13)
@@ -137,10 +138,8 @@ def main(argv=None):
                   miou=round(baseline, 4)),
         miou_vs_majority=round(miou / baseline, 2) if baseline else None,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    write_report(result, args.out)
     return result
 
 

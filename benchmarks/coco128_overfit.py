@@ -27,10 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common import REPO_ROOT, resolve_config, write_report
+
 DEFAULT_CONFIG = REPO_ROOT / 'configs/ssdlite/ssdlite_mobilenetv3-large_8xb24-600e_coco.py'
 DEFAULT_DATA = REPO_ROOT.parent / 'shared' / 'data' / 'coco128'
-MMDET_PEER = 'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'  # in mmdet's packaged configs
+MMDET_PEER = 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'
 METRIC_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 
 
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', default=str(DEFAULT_CONFIG),
-                        help='detector config (default: %(default)s)')
+                        help='detector config, a path or mmdet::<path in mmdet\'s configs> '
+                             '(default: %(default)s)')
     parser.add_argument('--data-root', default=str(DEFAULT_DATA),
                         help='COCO128: images/ and annotations/instances_{train,val}.json '
                              '(default: %(default)s)')
@@ -68,17 +70,6 @@ def parse_args(argv=None):
             parser.error(f'--data-root {data} has no {need}; expected COCO128 laid out as in '
                          '../shared/data/README.md')
     return args
-
-
-def resolve_config(config) -> str:
-    """A path, or a config packaged with mmdet (``ssd/...py``), as a path."""
-    if Path(config).is_file():
-        return str(config)
-    import mmdet
-    packaged = Path(mmdet.__file__).parent / '.mim' / 'configs' / str(config)
-    if not packaged.is_file():
-        raise FileNotFoundError(f'config {config} is neither a file nor in {packaged.parent}')
-    return str(packaged)
 
 
 def overfit_config(config, args, epochs: int, work_dir: Path):
@@ -175,11 +166,8 @@ def main(argv=None):
         peer_map = report['mmdet_peer']['metrics']['bbox_mAP']
         report['ratio_map_ours_vs_mmdet'] = (report['ours']['metrics']['bbox_mAP'] / peer_map
                                             if peer_map > 0 else None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + '\n')
     print(json.dumps(report, indent=2))
-    print(f'report: {out}')
+    write_report(report, args.out)
     return report
 
 

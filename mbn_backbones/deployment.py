@@ -34,8 +34,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mbn_backbones.models.layers import PointwiseConv2d
-
 BACKBONE_TYPES = ('MobileNetV1', 'MobileNetV2', 'MobileNetV3')
 DETECTOR_OUTPUTS = ('raw', 'decoded')
 # mmdet and mmseg configs of this repo are built under these scopes.
@@ -308,33 +306,16 @@ def prepare_export(model: nn.Module, input_shape: Sequence[int],
 
 
 def deployed_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for eager CPU inference: every BatchNorm folded
-    (our backbones through ``switch_to_deploy``, which also converts their
-    input), weights in channels_last, eval mode. ``model`` stays as it was."""
+    """A copy of ``model`` for eager CPU inference: every BatchNorm folded,
+    weights in channels_last, eval mode. ``model`` stays as it was.
+
+    Feed it channels_last inputs (``x.contiguous(memory_format=torch.channels_last)``):
+    oneDNN's convolutions then skip a layout conversion at every layer.
+    """
     import copy
 
-    from mbn_backbones.models.backbones import MobileNet
-
-    model = copy.deepcopy(model).eval()
-    for m in model.modules():
-        if isinstance(m, MobileNet):
-            m.switch_to_deploy()
-    fuse_batchnorm(model)
+    model = fuse_batchnorm(copy.deepcopy(model).eval())
     return model.to(memory_format=torch.channels_last)
-
-
-def _plain_pointwise_convs(module: nn.Module) -> None:
-    """Make every :class:`PointwiseConv2d` a plain ``nn.Conv2d`` again (same
-    weights): its matrix-product shortcuts help eager inference, but in a
-    graph fused by oneDNN a convolution takes its bias, activation and
-    residual add in one kernel, which a matrix product between permutes cannot."""
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is PointwiseConv2d:
-                conv = nn.Conv2d(child.in_channels, child.out_channels, 1,
-                                 bias=child.bias is not None)
-                conv.load_state_dict(child.state_dict())
-                setattr(parent, name, conv.to(child.weight))
 
 
 class _ChannelsLastInput(nn.Module):
@@ -408,7 +389,6 @@ def freeze_for_cpu(model: nn.Module, input_shape: Sequence[int], detector_output
     spec = prepare_export(deployed_copy(model), input_shape,
                           detector_output=detector_output, backbone_only=backbone_only)
     module = _ChannelsLastInput(spec.module).eval()
-    _plain_pointwise_convs(module)
     example = torch.randn(spec.input_shape)
     frozen = _trace_and_freeze(module, example)
     if not (onednn_fusion and onednn_fusion_available()):

@@ -167,7 +167,7 @@ def test_frozen_cpu_model_equals_eager_and_leaves_the_model_alone(build, traced_
         for g, want in zip(got, reference):
             assert g.shape == want.shape
             assert (g - want).abs().max() <= 1e-5 * want.abs().max().clamp(min=1)
-    # every 1x1 conv is a plain convolution again, for oneDNN to fuse
+    # 1x1 convs stay convolutions in the graph, for oneDNN to fuse
     assert 'aten::linear' not in str(frozen.graph) and 'aten::bmm' not in str(frozen.graph)
     # folded, channels_last and traced on a copy: the eager model keeps its BatchNorms
     assert any(isinstance(m, _BatchNorm) for m in model.modules())
@@ -201,49 +201,6 @@ def test_frozen_cpu_model_falls_back_to_unfused_where_onednn_refuses_the_shape()
         got = frozen(x)
     for g, w in zip(got, want, strict=True):
         assert (g - w).abs().max() <= 1e-5 * w.abs().max().clamp(min=1)
-
-
-def traced_ops(module, x):
-    with torch.no_grad():
-        graph = str(torch.jit.trace(module, (x,), check_trace=False).graph)
-    graph = graph.replace('aten::baddbmm', 'aten::bmm')  # with a bias
-    return {op for op in ('aten::linear', 'aten::bmm', 'aten::_convolution') if op in graph}
-
-
-@pytest.mark.parametrize('shape, channels_last, ops', [
-    ((1, 16, 8, 8), False, {'aten::bmm'}),            # NCHW, batch 1
-    ((2, 16, 56, 56), False, {'aten::bmm'}),          # NCHW, a large map
-    ((2, 16, 28, 28), False, {'aten::_convolution'}),  # NCHW, a small map at batch > 1
-    ((1, 16, 28, 28), True, {'aten::linear'}),        # NHWC, batch 1
-    ((4, 16, 7, 7), True, {'aten::linear'}),          # NHWC, 196 rows
-    ((16, 16, 7, 7), True, {'aten::_convolution'}),   # NHWC, 784 rows: oneDNN
-    ((16, 16, 1, 1), False, {'aten::linear'}),        # squeeze-excite: both layouts
-])
-@pytest.mark.parametrize('bias', [True, False])
-def test_pointwise_conv_picks_its_kernel_by_shape_and_equals_conv2d(shape, channels_last, ops,
-                                                                   bias):
-    from mbn_backbones.models import PointwiseConv2d
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(16, 24, 1, bias=bias)
-    ours = PointwiseConv2d.from_conv(conv)
-    x = torch.randn(shape, requires_grad=True)
-    if channels_last:
-        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    assert traced_ops(ours, x) == ops
-    want, got = conv(x), ours(x)
-    assert torch.allclose(got, want, atol=1e-5)
-    # same gradients: training uses this path too
-    grads = [torch.autograd.grad(y.square().sum(), [x, m.weight]) for y, m in
-             ((want, conv), (got, ours))]
-    for g_want, g_got in zip(*grads):
-        assert torch.allclose(g_got, g_want, rtol=1e-4, atol=1e-4)
-
-
-def test_pointwise_conv_refuses_what_it_cannot_compute():
-    from mbn_backbones.models import PointwiseConv2d
-    with pytest.raises(ValueError, match='1x1 stride-1 ungrouped'):
-        PointwiseConv2d(8, 8, stride=2)
-    assert not PointwiseConv2d.applies_to(torch.nn.Conv2d(8, 8, 1, groups=2))
 
 
 def test_backbone_export_takes_weights_from_a_detector_checkpoint(tmp_path):

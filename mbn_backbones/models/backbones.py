@@ -10,7 +10,6 @@ import warnings
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -73,7 +72,6 @@ class MobileNet(BaseModule):
         self.reduced_tail = reduced_tail
         self.norm_eval = norm_eval
         self.with_cp = with_cp
-        self.deploy = False
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
                                      conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor)
@@ -134,12 +132,6 @@ class MobileNet(BaseModule):
             raise ValueError(f'{type(self).__name__} needs images of at least {min_size}x{min_size} '
                              f'pixels (the stride of its deepest output in out_indices), '
                              f'got {x.shape[2]}x{x.shape[3]}')
-        # eager inference: NCHW in, NCHW out, only the layers in between change
-        # layout; the deployed model hands channels_last on to its heads
-        restore_layout = (not self.deploy and self._runs_channels_last(x)
-                          and x.is_contiguous())
-        if self.deploy or restore_layout:
-            x = x.contiguous(memory_format=torch.channels_last)
         found: dict[tuple[int, bool], torch.Tensor] = {}
         wanted = set(self._taps)
         last_needed = max(p for p, _ in self._taps)
@@ -153,18 +145,7 @@ class MobileNet(BaseModule):
                 x = layer(x)
             if (pos, False) in wanted:  # the others are freed as the next layer runs
                 found[(pos, False)] = x
-        outs = tuple(found[tap] for tap in self._taps)
-        return tuple(o.contiguous() for o in outs) if restore_layout else outs
-
-    def _runs_channels_last(self, x: torch.Tensor) -> bool:
-        """Whether the eager model runs its layers on channels_last tensors:
-        inference (eval mode, autograd off) on the CPU, where oneDNN's
-        convolutions skip a layout conversion per layer on them (the whole
-        backbone measured 1.1-1.2x faster at batch 1 and 1.5-2.6x at batch 16,
-        torch 2.14, 2 threads). Training, tracing/export and other devices
-        keep the input's layout."""
-        return (not torch.is_grad_enabled() and not self.training and x.device.type == 'cpu'
-                and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+        return tuple(found[tap] for tap in self._taps)
 
     def _freeze_stages(self) -> None:
         for name in self.layer_names[:self.frozen_stages + 1]:
@@ -183,10 +164,8 @@ class MobileNet(BaseModule):
         return self
 
     def switch_to_deploy(self) -> 'MobileNet':
-        """Fold BatchNorm into the convs and use channels_last (inference only)."""
+        """Fold BatchNorm into the convs (inference only; the BatchNorms are gone)."""
         fuse_conv_bn(self)
-        self.to(memory_format=torch.channels_last)
-        self.deploy = True
         return self.eval()
 
 
