@@ -13,20 +13,12 @@ recording sequence (the file-name prefix, e.g. ``0001TP``) plays the city::
     <out>/leftImg8bit/<split>/<seq>/<seq>_<frame>_leftImg8bit.png        frame, bytes unchanged
     <out>/gtFine/<split>/<seq>/<seq>_<frame>_gtFine_labelTrainIds.png    trainIds
 
-CamVid value -> Cityscapes trainId (:data:`CAMVID_TO_CITYSCAPES_TRAIN_ID`)::
-
-    0 Sky        -> 10 sky             6 SignSymbol -> 7 traffic sign
-    1 Building   ->  2 building        7 Fence      -> 4 fence
-    2 Pole       ->  5 pole            8 Car        -> 13 car
-    3 Road       ->  0 road            9 Pedestrian -> 11 person
-    4 Pavement   ->  1 sidewalk       10 Bicyclist  -> 12 rider
-    5 Tree       ->  8 vegetation     11 void       -> 255 ignore
-
-that is ``[10, 2, 5, 0, 1, 8, 7, 4, 13, 11, 12, 255]`` indexed by CamVid value.
-The mapping is approximate (CamVid's classes are merged groups: a Bicyclist is
-Cityscapes' rider plus bicycle), and trainIds 3 wall, 6 traffic light,
-9 terrain and 14-18 (truck, bus, train, motorcycle, bicycle) get no pixels, so
-a 19-class model scores nothing defined on them here.
+CamVid value -> Cityscapes trainId: :data:`CAMVID_TABLE`
+(``tools/dataset_converters/camvid.py --help`` prints it). The mapping is
+approximate (CamVid's classes are merged groups: a Bicyclist is Cityscapes'
+rider plus bicycle), and trainIds 3 wall, 6 traffic light, 9 terrain and 14-18
+(truck, bus, train, motorcycle, bicycle) get no pixels, so a 19-class model
+scores nothing defined on them here.
 
 When ``<src>/classes.json`` exists, its ``to_cityscapes_trainid.by_index``
 table is used instead of the built-in one; the two agree for the copy in the
@@ -43,10 +35,24 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-CAMVID_CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
-                  'Pedestrian', 'Bicyclist', 'void')
-CAMVID_TO_CITYSCAPES_TRAIN_ID = (10, 2, 5, 0, 1, 8, 7, 4, 13, 11, 12, 255)
 IGNORE_INDEX = 255
+# Row v: CamVid value v, its class, the Cityscapes trainId and class it becomes.
+CAMVID_TABLE = (
+    ('Sky', 10, 'sky'),
+    ('Building', 2, 'building'),
+    ('Pole', 5, 'pole'),
+    ('Road', 0, 'road'),
+    ('Pavement', 1, 'sidewalk'),
+    ('Tree', 8, 'vegetation'),
+    ('SignSymbol', 7, 'traffic sign'),
+    ('Fence', 4, 'fence'),
+    ('Car', 13, 'car'),
+    ('Pedestrian', 11, 'person'),
+    ('Bicyclist', 12, 'rider'),
+    ('void', IGNORE_INDEX, 'ignore'),
+)
+CAMVID_CLASSES = tuple(camvid for camvid, _, _ in CAMVID_TABLE)
+CAMVID_TO_CITYSCAPES_TRAIN_ID = tuple(train_id for _, train_id, _ in CAMVID_TABLE)
 NUM_CITYSCAPES_TRAIN_IDS = 19
 DEFAULT_SPLITS = ('train', 'val')
 
@@ -68,6 +74,14 @@ class ConvertedCamVid:
 
 def _no_progress(iterable, **kwargs):
     return iterable
+
+
+def mapping_text() -> str:
+    """:data:`CAMVID_TABLE` as text, one line a CamVid value."""
+    lines = [f'{value:3d} {camvid:11s}-> {train_id:3d} {cityscapes}'
+             for value, (camvid, train_id, cityscapes) in enumerate(CAMVID_TABLE)]
+    return '\n'.join(['CamVid value -> Cityscapes trainId', *lines,
+                      f'i.e. {list(CAMVID_TO_CITYSCAPES_TRAIN_ID)} by CamVid value'])
 
 
 def load_mapping(src: str | Path) -> tuple[tuple[int, ...], str]:

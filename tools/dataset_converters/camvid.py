@@ -8,16 +8,9 @@ Reads <src>/{train,trainannot,val,valannot}/*.png (plus optional
 
 with the recording sequence (e.g. 0001TP) as the city folder.
 
-CamVid value -> Cityscapes trainId:
-  0 Sky        -> 10 sky              6 SignSymbol -> 7 traffic sign
-  1 Building   ->  2 building         7 Fence      -> 4 fence
-  2 Pole       ->  5 pole             8 Car        -> 13 car
-  3 Road       ->  0 road             9 Pedestrian -> 11 person
-  4 Pavement   ->  1 sidewalk        10 Bicyclist  -> 12 rider
-  5 Tree       ->  8 vegetation      11 void       -> 255 ignore
-i.e. [10, 2, 5, 0, 1, 8, 7, 4, 13, 11, 12, 255] by CamVid value; taken from
-<src>/classes.json (to_cityscapes_trainid.by_index) when that file exists.
-trainIds 3, 6, 9 and 14-18 get no pixels.
+The CamVid value -> trainId table below is taken from <src>/classes.json
+(to_cityscapes_trainid.by_index) when that file exists. trainIds 3, 6, 9
+and 14-18 get no pixels.
 """
 import argparse
 import sys
@@ -25,11 +18,12 @@ from functools import partial
 
 from tqdm import tqdm
 
-from mbn_backbones.datasets.camvid import DEFAULT_SPLITS, CamVidError, convert_camvid
+from mbn_backbones.datasets.camvid import DEFAULT_SPLITS, CamVidError, convert_camvid, mapping_text
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=mapping_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='CamVid folder holding train/, trainannot/, val/, valannot/')
     parser.add_argument('--out', default='data/camvid_cityscapes', help='output folder (default: %(default)s)')
     parser.add_argument('--splits', nargs='+', default=list(DEFAULT_SPLITS),
