@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO_ROOT / 'tools' / 'demo'))
 import run_demo  # noqa: E402
 import segmentation_demo  # noqa: E402
 
+from mbn_backbones.utils.quiet import KNOWN_LOG_MESSAGES, KNOWN_WARNINGS  # noqa: E402
+
 SHORT_ITERS = 20
 SHORT_MIN_MIOU = 0.12
 
@@ -27,7 +29,7 @@ def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp('segmentation_demo') / 'data'
 
 
-def test_segmentation_demo_short_run_learns_and_draws_palette_pictures(data_root, tmp_path):
+def test_segmentation_demo_short_run_learns_and_draws_palette_pictures(data_root, tmp_path, capfd, recwarn):
     result = segmentation_demo.main([
         '--data-root', str(data_root), '--work-dir', str(tmp_path / 'work'),
         '--out-dir', str(tmp_path / 'out'), '--iters', str(SHORT_ITERS), '--num-images', '2',
@@ -40,6 +42,13 @@ def test_segmentation_demo_short_run_learns_and_draws_palette_pictures(data_root
     panel = np.asarray(Image.open(pictures[0]))
     assert panel.shape == (256, 3 * 512, 3)  # input | truth | prediction at the generated size
     assert 'mIoU' in str(result)
+    # none of the upstream notes a newcomer cannot act on reaches the screen
+    # (recwarn shows every warning that passes the filters, each time)
+    out, err = capfd.readouterr()
+    shown = '\n'.join([out, err, *(str(w.message) for w in recwarn)])
+    for note in (*KNOWN_WARNINGS, *KNOWN_LOG_MESSAGES):
+        assert note not in shown
+    assert 'mIoU' in out
 
 
 def test_run_demo_exit_status_says_whether_the_promise_held(data_root, tmp_path, capsys):

@@ -137,6 +137,9 @@ def main(argv=None):
     from mbn_backbones.compat import adapt_to_cpu_distributed
 
     from mbn_backbones.engine import ConfigError, check_config
+    from mbn_backbones.utils import quiet_upstream_noise
+
+    quiet_upstream_noise()
 
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'[test] checkpoint file not found: {args.checkpoint}')
@@ -152,6 +155,7 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    quiet_upstream_noise(runner.logger)
     check_checkpoint_fits(runner, args.checkpoint)
 
     if args.out is not None:

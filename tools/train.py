@@ -131,6 +131,9 @@ def main(argv=None):
     from mbn_backbones.compat import adapt_to_cpu_distributed
 
     from mbn_backbones.engine import ConfigError, check_config
+    from mbn_backbones.utils import quiet_upstream_noise
+
+    quiet_upstream_noise()
 
     cfg = build_cfg(args)
     try:
@@ -145,6 +148,7 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    quiet_upstream_noise(runner.logger)
     runner.train()
 
 

@@ -1,13 +1,10 @@
 """What the two demo parts share: their arguments, training a config on a
-generated dataset, the verdict against the promised score, and keeping
-upstream noise away from a newcomer's screen."""
+generated dataset, and the verdict against the promised score."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import time
-import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,37 +60,17 @@ def parse_checked(parser: argparse.ArgumentParser, argv, schedule: str) -> argpa
     return args
 
 
-def quiet_upstream_noise() -> None:
-    """Hide the warnings a demo run meets that a newcomer can do nothing about.
-
-    Each filter names one message we know to be harmless here, so that any
-    other warning still shows. Called from the tools' entry points only:
-    importing ``mbn_backbones`` changes no filter.
-    """
-    for message, category in (
-            # mmengine and mmseg import pkg_resources, which setuptools deprecates
-            ('pkg_resources is deprecated', UserWarning),
-            ('Deprecated call to `pkg_resources', DeprecationWarning),
-            # the runners build a visualizer with no backend to save to: the demo draws itself
-            ('No save_dir is specified', UserWarning),
-            # mmdet's CocoMetric and mmseg's IoUMetric are built before the dataset meta is set
-            ('The prefix is not set in metric class', UserWarning),
-    ):
-        warnings.filterwarnings('ignore', message=message, category=category)
-    # mmengine logs through its own logger; WARNING-level notes on defaults it fills in
-    logging.getLogger('mmengine').setLevel(logging.ERROR)
-
-
 def load_config(args, kind: str, point_config_at, set_length, length):
     """``args.config``, pointed at the generated ``kind`` dataset in ``args.data_root``
     (generated first unless it is there) and, when ``length`` is given,
     ``set_length(cfg, length)``."""
-    quiet_upstream_noise()
     from mmengine.config import Config
     from tqdm import tqdm
 
-    import mbn_backbones  # noqa: F401  registers our modules
     import synthetic_data
+    from mbn_backbones.utils import quiet_upstream_noise  # importing mbn_backbones registers our modules
+
+    quiet_upstream_noise()
 
     make = getattr(synthetic_data, f'make_synthetic_{kind}')
     made = make(args.data_root, progress=(lambda it, **kw: it) if args.quiet else tqdm)
@@ -119,6 +96,7 @@ def train(cfg, args, prepare=None):
     from mmengine.runner import Runner
 
     from mbn_backbones.engine import ProgressBarHook
+    from mbn_backbones.utils import quiet_upstream_noise
 
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.work_dir = args.work_dir
@@ -128,6 +106,7 @@ def train(cfg, args, prepare=None):
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=by_epoch, interval=length,
                                         max_keep_ckpts=1)
     runner = Runner.from_cfg(cfg)
+    quiet_upstream_noise(runner.logger)
     if prepare is not None:
         prepare(runner)
     runner.register_hook(ProgressBarHook(disable=args.quiet))
