@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def main(argv=None):
 
     data_root = Path(args.data_root)
     if not (data_root / 'gtFine' / 'val').is_dir():
-        from mbn_backbones.datasets import convert_camvid
+        sys.path.insert(0, str(REPO_ROOT / 'tools' / 'dataset_converters'))
+        from camvid import convert_camvid
         convert_camvid(args.src, data_root)
 
     cfg = Config.fromfile(CONFIG)
@@ -130,7 +132,7 @@ def main(argv=None):
         torch=torch.__version__, iters=args.iters, batch=args.batch, crop=list(args.crop),
         train_seconds=round(train_seconds, 1), val_images=len(runner.val_dataloader.dataset),
         miou=round(miou, 4),
-        # the classes the labels hold: those CamVid's map to (mbn_backbones.datasets.camvid.CAMVID_TABLE)
+        # the classes the labels hold: those CamVid's map to (tools/dataset_converters/camvid.py: CAMVID_TABLE)
         class_iou={classes[i]: round(float(intersect[i] / union[i]), 4) for i in range(len(classes))
                    if labelled[i] > 0},
         peer=dict(name='majority class of the train split', cls=classes[majority],
