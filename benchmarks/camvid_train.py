@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 from common import REPO_ROOT, write_report
 
 CONFIG = REPO_ROOT / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large-os16_1xb8-20k_camvid-360x480.py'
-# trainIds CamVid's 11 classes map to (tools/dataset_converters/camvid.py)
-CAMVID_TRAIN_IDS = (0, 1, 2, 4, 5, 7, 8, 10, 11, 12, 13)
 
 
 def parse_args(argv=None):
@@ -81,7 +80,8 @@ def main(argv=None):
 
     data_root = Path(args.data_root)
     if not (data_root / 'gtFine' / 'val').is_dir():
-        from mbn_backbones.datasets import convert_camvid
+        sys.path.insert(0, str(REPO_ROOT / 'tools' / 'dataset_converters'))
+        from camvid import convert_camvid
         convert_camvid(args.src, data_root)
 
     cfg = Config.fromfile(CONFIG)
@@ -121,6 +121,7 @@ def main(argv=None):
             metric.process(batch, [s.to_dict() for s in samples])
     intersect = sum(r[0] for r in metric.results).numpy()
     union = sum(r[1] for r in metric.results).numpy()
+    labelled = sum(r[3] for r in metric.results).numpy()
     classes = metric.dataset_meta['classes']
     miou = metric.compute_metrics(metric.results)['mIoU'] / 100
     baseline, majority = majority_baseline_miou(data_root)
@@ -132,8 +133,9 @@ def main(argv=None):
         torch=torch.__version__, iters=args.iters, batch=args.batch, crop=list(args.crop),
         train_seconds=round(train_seconds, 1), val_images=len(runner.val_dataloader.dataset),
         miou=round(miou, 4),
-        class_iou={classes[i]: round(float(intersect[i] / union[i]), 4) for i in CAMVID_TRAIN_IDS
-                   if union[i] > 0},
+        # the classes the labels hold: those CamVid's map to (tools/dataset_converters/camvid.py: CAMVID_TABLE)
+        class_iou={classes[i]: round(float(intersect[i] / union[i]), 4) for i in range(len(classes))
+                   if labelled[i] > 0},
         peer=dict(name='majority class of the train split', cls=classes[majority],
                   miou=round(baseline, 4)),
         miou_vs_majority=round(miou / baseline, 2) if baseline else None,

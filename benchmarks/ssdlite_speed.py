@@ -130,8 +130,8 @@ def training_batch(cfg, batch_size, data_root):
     from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
 
-    from mbn_backbones.datasets.synthetic import (COCO_CLASSES, SyntheticCocoSpec,
-                                                  make_synthetic_coco)
+    sys.path.insert(0, str(REPO_ROOT / 'tools' / 'demo'))
+    from synthetic_data import COCO_CLASSES, SyntheticCocoSpec, make_synthetic_coco
 
     # some generated images hold no objects and the dataset drops them
     make_synthetic_coco(data_root, SyntheticCocoSpec(num_train=2 * batch_size + 2, num_val=0))

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import mbn_backbones  # noqa: F401  (registers our scope)
-from mbn_backbones.datasets import SyntheticCocoSpec, make_synthetic_coco
+from synthetic_data import SyntheticCocoSpec, make_synthetic_coco
 from mbn_backbones.datasets.checks import DataError
 
 REPO = Path(__file__).resolve().parents[1]

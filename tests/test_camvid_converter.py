@@ -1,15 +1,13 @@
 """CamVid -> Cityscapes-layout converter, on the shared CamVid subset and on fabricated folders."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mbn_backbones.datasets.camvid import (CAMVID_TO_CITYSCAPES_TRAIN_ID, CamVidError, convert_camvid,
-                                           load_mapping)
+import camvid  # tools/dataset_converters/camvid.py (pyproject's pytest pythonpath)
+from camvid import CAMVID_TO_CITYSCAPES_TRAIN_ID, CamVidError, convert_camvid, load_mapping
 
-REPO = Path(__file__).resolve().parents[1]
 MAPPED_VALUES = set(CAMVID_TO_CITYSCAPES_TRAIN_ID)
 
 
@@ -34,10 +32,7 @@ def tiny_camvid(tmp_path):
 
 
 def _run_tool(argv):
-    spec = importlib.util.spec_from_file_location('camvid_tool', REPO / 'tools' / 'dataset_converters' / 'camvid.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return camvid.main(argv)
 
 
 def test_camvid_mapping_in_classes_json_is_the_documented_one(camvid_root):

@@ -1,7 +1,6 @@
 """Real data: the shared CamVid subset, converted with
 tools/dataset_converters/camvid.py, trains LR-ASPP for a few iterations with
 mmseg's Runner and is scored by IoUMetric. Skipped where ../shared/data is absent."""
-import importlib.util
 import math
 from pathlib import Path
 
@@ -14,11 +13,8 @@ CAMVID_TRAIN_IDS = {0, 1, 2, 4, 5, 7, 8, 10, 11, 12, 13, 255}
 
 
 def load_converter():
-    spec = importlib.util.spec_from_file_location(
-        'camvid_converter', REPO_ROOT / 'tools' / 'dataset_converters' / 'camvid.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import camvid  # tools/dataset_converters/camvid.py (pyproject's pytest pythonpath)
+    return camvid
 
 
 def test_lraspp_trains_on_converted_camvid_and_reports_miou(camvid_root, tmp_path):

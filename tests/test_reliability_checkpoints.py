@@ -291,7 +291,7 @@ def run_test_tool(tmp_path):
     """tools/test.py's main() on the synthetic SSDLite config and a tiny generated val set."""
     import importlib.util
 
-    from mbn_backbones.datasets import SyntheticCocoSpec, make_synthetic_coco
+    from synthetic_data import SyntheticCocoSpec, make_synthetic_coco
     root = tmp_path / 'coco'
     make_synthetic_coco(root, SyntheticCocoSpec(height=64, width=64, num_train=1, num_val=2))
     spec = importlib.util.spec_from_file_location('mbn_tool_test', REPO / 'tools' / 'test.py')

@@ -107,7 +107,7 @@ def kill_and_resume(tmp_path, config, options, first, final, metric):
 
 @pytest.fixture(scope='module')
 def tiny_coco(tmp_path_factory):
-    from mbn_backbones.datasets import SyntheticCocoSpec, make_synthetic_coco
+    from synthetic_data import SyntheticCocoSpec, make_synthetic_coco
     root = tmp_path_factory.mktemp('coco')
     make_synthetic_coco(root, SyntheticCocoSpec(height=128, width=128, num_train=8, num_val=4))
     return root
@@ -146,7 +146,7 @@ SEG_CONFIG = REPO / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large_synthetic.p
 
 @pytest.fixture(scope='module')
 def tiny_cityscapes(tmp_path_factory):
-    from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
+    from synthetic_data import SyntheticCityscapesSpec, make_synthetic_cityscapes
     root = tmp_path_factory.mktemp('cityscapes')
     # the config's crop is 128x256
     make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=128, width=256, num_train=6,

@@ -17,7 +17,7 @@ EXPECTED_TAPS = {'mobilenetv3-large': [40, 480], 'mobilenetv3-small': [24, 288],
 
 @pytest.fixture(scope='module')
 def tiny_cityscapes(tmp_path_factory) -> Path:
-    from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
+    from synthetic_data import SyntheticCityscapesSpec, make_synthetic_cityscapes
 
     root = tmp_path_factory.mktemp('tiny_cityscapes')
     make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=SIZE[0], width=SIZE[1],

@@ -1,6 +1,5 @@
 """The synthetic demo datasets: determinism, validity, and loading in mmdet/mmseg."""
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mbn_backbones.datasets.synthetic import (CITYSCAPES_TRAIN_IDS, COCO_CLASSES, IGNORE_INDEX, MANIFEST_NAME,
-                                              SyntheticCityscapesSpec, SyntheticCocoSpec,
-                                              make_synthetic_cityscapes, make_synthetic_coco)
+import synthetic_data
+from synthetic_data import (CITYSCAPES_TRAIN_IDS, COCO_CLASSES, IGNORE_INDEX, MANIFEST_NAME, SyntheticCityscapesSpec,
+                            SyntheticCocoSpec, make_synthetic_cityscapes, make_synthetic_coco)
 
-REPO = Path(__file__).resolve().parents[1]
 # Small enough to keep each generation well under a second.
 COCO_SPEC = SyntheticCocoSpec(height=96, width=128, num_train=8, num_val=3, seed=3)
 CITYSCAPES_SPEC = SyntheticCityscapesSpec(height=64, width=128, num_train=4, num_val=2, seed=3)
@@ -21,13 +19,6 @@ CITYSCAPES_LABELS = set(CITYSCAPES_TRAIN_IDS.values()) | {IGNORE_INDEX}
 
 def _tree_bytes(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / 'dataset_converters' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -185,23 +176,32 @@ def test_synthetic_generator_refuses_foreign_folder(tmp_path):
 
 
 def test_synthetic_specs_reject_bad_arguments():
-    with pytest.raises(ValueError, match='min_size'):
-        SyntheticCocoSpec(min_size=0.7, max_size=0.6)
-    with pytest.raises(ValueError, match='num_train'):
-        SyntheticCityscapesSpec(num_train=-1)
+    with pytest.raises(ValueError, match='height must be >= 64, got 32'):
+        SyntheticCityscapesSpec(height=32)
+    with pytest.raises(ValueError, match='num_train must be >= 0, got -1'):
+        SyntheticCocoSpec(num_train=-1)
 
 
-@pytest.mark.parametrize('tool', ['make_synthetic_coco', 'make_synthetic_cityscapes'])
-def test_synthetic_tools_help_and_run(tool, tmp_path, capsys):
-    module = _load_tool(tool)
+def test_synthetic_generator_refuses_the_other_kind(tmp_path):
+    make_synthetic_coco(tmp_path, SyntheticCocoSpec(height=64, width=64, num_train=1, num_val=0))
+    with pytest.raises(FileExistsError, match='synthetic coco dataset, not cityscapes'):
+        make_synthetic_cityscapes(tmp_path, SyntheticCityscapesSpec(height=64, width=64, num_train=1, num_val=0))
+
+
+@pytest.mark.parametrize('kind', ['coco', 'cityscapes'])
+def test_synthetic_tool_help_and_run(kind, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        module.main(['--help'])
+        synthetic_data.main(['--help'])
     assert exit_info.value.code == 0
     assert '--overwrite' in capsys.readouterr().out
-    argv = ['--out', str(tmp_path), '--image-size', '64', '64', '--num-train', '1', '--num-val', '1']
-    module.main(argv)
+    argv = [kind, '--out', str(tmp_path), '--image-size', '64', '64', '--num-train', '1', '--num-val', '1']
+    synthetic_data.main(argv)
     assert 'train: 1 images' in capsys.readouterr().out
-    module.main(argv)
+    synthetic_data.main(argv)
     assert 'nothing written' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match='error: .*--overwrite'):
-        module.main(argv[:-1] + ['2'])
+    with pytest.raises(SystemExit, match='error: .*num_val: 1 -> 2.*--overwrite'):
+        synthetic_data.main(argv[:-1] + ['2'])
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic_data.main([kind, '--num-train', '-1'])
+    assert exit_info.value.code == 2
+    assert 'num_train must be >= 0, got -1' in capsys.readouterr().err

@@ -13,6 +13,7 @@ import argparse
 import os.path as osp
 
 from mbn_backbones.engine.launch import add_common_arguments, build_runner, load_config, parse
+from mbn_backbones.utils import quiet_upstream_noise
 
 
 def parse_args(argv=None):
@@ -97,6 +98,7 @@ def check_checkpoint_fits(runner, checkpoint):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_upstream_noise()
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'[test] checkpoint file not found: {args.checkpoint}')
     cfg = build_cfg(args)

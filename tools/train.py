@@ -16,6 +16,7 @@ import argparse
 import os.path as osp
 
 from mbn_backbones.engine.launch import add_common_arguments, build_runner, load_config, parse
+from mbn_backbones.utils import quiet_upstream_noise
 
 
 def parse_args(argv=None):
@@ -89,6 +90,7 @@ def check_work_dir(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_upstream_noise()
     cfg = build_cfg(args)
     check_work_dir(cfg, args)
     build_runner(cfg, args, 'train').train()

@@ -1,5 +1,5 @@
 # The embedded default: SSDLite-MobileNetV3-Large trained from scratch on the
-# generated shapes dataset (tools/dataset_converters/make_synthetic_coco.py,
+# generated shapes dataset (tools/demo/synthetic_data.py coco,
 # 4 classes, 200 train / 50 val images of 320x320) in a few minutes on a
 # 2-core CPU: tools/demo/detection_demo.py runs it.
 #

@@ -18,9 +18,9 @@ def _our_class(type_):
         return type_ if type_.__module__.startswith('mbn_backbones.') else None
     if not isinstance(type_, str) or not type_.startswith('mbn_backbones.'):
         return None
-    from ..registry import DATASETS, HOOKS, MODELS, TASK_UTILS, TRANSFORMS
+    from ..registry import DATASETS, HOOKS, MODELS, TASK_UTILS
     name = type_.split('.', 1)[1]
-    for registry in (MODELS, TASK_UTILS, DATASETS, TRANSFORMS, HOOKS):
+    for registry in (MODELS, TASK_UTILS, DATASETS, HOOKS):
         cls = registry.get(name)
         if cls is not None:
             return cls

@@ -73,6 +73,7 @@ def build_runner(cfg, args, tool: str):
     from mmengine.runner import Runner
 
     from . import runner  # noqa: F401  registers mbn_backbones.Runner
+    from ..utils import quiet_upstream_noise
     from .config_check import ConfigError, check_config
 
     try:
@@ -81,7 +82,9 @@ def build_runner(cfg, args, tool: str):
         raise SystemExit(f'[{tool}] {args.config}: {e}')
     for note in adapt_to_cpu_distributed(cfg, args.launcher):
         print(f'[{tool}] {note}', flush=True)
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    quiet_upstream_noise(runner.logger)
+    return runner
 
 
 def adapt_to_cpu_distributed(cfg, launcher):

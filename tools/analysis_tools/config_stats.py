@@ -222,6 +222,9 @@ def main(argv=None):
     import torch
     from tqdm import tqdm
 
+    from mbn_backbones.utils import quiet_upstream_noise
+
+    quiet_upstream_noise()
     torch.set_num_threads(args.threads)
     configs = find_configs(args.configs)
     rows = []

@@ -89,12 +89,16 @@ def run_segmentor(args, cfg):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config
-
     for path, what in ((args.image, 'image'), (args.config, 'config'),
                        (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):
             raise SystemExit(f'{what} {path!r} does not exist')
+    from mmengine.config import Config
+
+    # importing mbn_backbones registers our modules, which the checkpoints' configs name
+    from mbn_backbones.utils import quiet_upstream_noise
+
+    quiet_upstream_noise()
     cfg = Config.fromfile(args.config)
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
@@ -105,7 +109,6 @@ def main(argv=None):
         config_stem = osp.splitext(osp.basename(args.config))[0]
         args.out = osp.join('demo_out', f'{stem}_{config_stem}.png')
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    import mbn_backbones  # noqa: F401  registers our modules
     outcome = run_detector(args, cfg) if scope == 'mmdet' else run_segmentor(args, cfg)
     print(f'wrote {args.out}')
     return outcome

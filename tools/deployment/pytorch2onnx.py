@@ -73,7 +73,9 @@ def main(argv=None):
     import torch
 
     from mbn_backbones import deployment as dep
+    from mbn_backbones.utils import quiet_upstream_noise
 
+    quiet_upstream_noise()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model_cfg, scope = dep.load_model_config(args.config, args.model_args)
     model = dep.build_model(model_cfg, scope)

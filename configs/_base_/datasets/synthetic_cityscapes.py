@@ -1,4 +1,4 @@
-# The generated street scenes (tools/dataset_converters/make_synthetic_cityscapes.py):
+# The generated street scenes (tools/demo/synthetic_data.py cityscapes):
 # Cityscapes layout and trainIds, 256x512 frames, 60 train / 20 val images.
 # Only 7 of the 19 trainIds occur; `metainfo` keeps those, and mmseg's label
 # map turns the trainIds into indices 0-6 (so the mIoU is over 7 classes).

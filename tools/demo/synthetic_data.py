@@ -1,21 +1,17 @@
-"""Deterministic synthetic datasets for the demos and the tests.
+"""The demo's datasets, painted: shapes in COCO format, street scenes in the Cityscapes layout.
 
-Two generators write, with no conversion step, the layouts that mmdet and
-mmseg read:
+``make demo`` calls these itself; to write a dataset for ``tools/train.py`` on
+the ``*_synthetic.py`` configs, run::
 
-* :func:`make_synthetic_coco`: coloured shapes (:data:`COCO_CLASSES`) on
-  textured backgrounds, COCO instances format, for SSDLite::
+    .venv/bin/python tools/demo/synthetic_data.py coco --out data/synthetic_coco
+    .venv/bin/python tools/demo/synthetic_data.py cityscapes --out data/synthetic_cityscapes
 
-      <out>/train2017/000001.jpg ...
-      <out>/val2017/000001.jpg ...
-      <out>/annotations/instances_train2017.json
-      <out>/annotations/instances_val2017.json
-
-* :func:`make_synthetic_cityscapes`: street scenes labelled with Cityscapes
-  trainIds (:data:`CITYSCAPES_TRAIN_IDS`), for LR-ASPP::
-
-      <out>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
-      <out>/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
+* ``coco``: coloured shapes (:data:`COCO_CLASSES`) on textured backgrounds,
+  ``<out>/{train,val}2017/*.jpg`` and ``<out>/annotations/instances_{train,val}2017.json``.
+* ``cityscapes``: street scenes labelled with Cityscapes trainIds
+  (:data:`CITYSCAPES_TRAIN_IDS`, 255 on some class borders),
+  ``<out>/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png`` and
+  ``<out>/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png``.
 
 Both are meant to be learnt on a CPU in minutes, so every class has a strong
 cue (shape *and* a hue band for the shapes; position, colour and texture for
@@ -29,11 +25,13 @@ arguments does nothing, one with other arguments refuses unless ``overwrite``.
 """
 from __future__ import annotations
 
+import argparse
 import colorsys
 import dataclasses
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -49,6 +47,9 @@ COCO_CLASSES = ('circle', 'square', 'triangle', 'cross')
 # lets a detector trained from scratch on a CPU converge in minutes.
 _COCO_CLASS_HUES = {'circle': 0.0, 'square': 215.0, 'triangle': 120.0, 'cross': 55.0}
 _COCO_HUE_JITTER = 18.0
+_COCO_MAX_OBJECTS = 4
+# Side of an object's square extent, as a fraction of the shorter image side.
+_COCO_SIZE_RANGE = (0.15, 0.6)
 # One image in this many has no objects (index 0, 25, 50, ... of each split):
 # real datasets have such images, and index 0 makes sure even tiny splits do.
 _COCO_EMPTY_EVERY = 25
@@ -79,42 +80,29 @@ _SPLIT_KEYS = {'train': 0, 'val': 1}
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticCocoSpec:
-    """Arguments of :func:`make_synthetic_coco`; all of them go to the manifest."""
+    """Image size, split sizes and seed; all of them go to the manifest."""
 
     height: int = 320
     width: int = 320
     num_train: int = 200
     num_val: int = 50
     seed: int = 0
-    max_objects: int = 4
-    # Side of an object's square extent, as a fraction of the shorter image side.
-    min_size: float = 0.15
-    max_size: float = 0.6
+    min_side = 1
 
     def __post_init__(self):
-        _check_positive(self, 'height', 'width', 'max_objects')
-        _check_non_negative(self, 'num_train', 'num_val', 'seed')
-        if not 0 < self.min_size <= self.max_size <= 0.9:
-            raise ValueError(f'need 0 < min_size <= max_size <= 0.9, got min_size={self.min_size}, '
-                             f'max_size={self.max_size}')
+        for name, value in dataclasses.asdict(self).items():
+            least = self.min_side if name in ('height', 'width') else 0
+            if value < least:
+                raise ValueError(f'{name} must be >= {least}, got {value}')
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticCityscapesSpec:
-    """Arguments of :func:`make_synthetic_cityscapes`; all of them go to the manifest."""
-
+class SyntheticCityscapesSpec(SyntheticCocoSpec):
     height: int = 256
     width: int = 512
     num_train: int = 60
     num_val: int = 20
-    seed: int = 0
-
-    def __post_init__(self):
-        _check_positive(self, 'height', 'width')
-        _check_non_negative(self, 'num_train', 'num_val', 'seed')
-        if self.height < 64 or self.width < 64:
-            raise ValueError(f'street scenes need at least 64x64 pixels, got height={self.height}, '
-                             f'width={self.width}')
+    min_side = 64  # room for a street, a car and a person
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,18 +113,6 @@ class GeneratedDataset:
     reused: bool  # True when ``root`` already held this dataset and nothing was written
     num_images: dict[str, int]
     num_objects: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-def _check_positive(spec, *names):
-    for name in names:
-        if getattr(spec, name) <= 0:
-            raise ValueError(f'{name} must be positive, got {getattr(spec, name)}')
-
-
-def _check_non_negative(spec, *names):
-    for name in names:
-        if getattr(spec, name) < 0:
-            raise ValueError(f'{name} must be >= 0, got {getattr(spec, name)}')
 
 
 def _no_progress(iterable, **kwargs):
@@ -152,34 +128,28 @@ def _hsv(h_deg: float, s: float, v: float) -> tuple[int, int, int]:
     return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
-# ---------------------------------------------------------------------------
-# Output folder and manifest
-# ---------------------------------------------------------------------------
-
-def _manifest(kind: str, spec) -> dict:
-    return {'generator': f'mbn_backbones.datasets.synthetic.{kind}', 'format': 1,
-            'args': dataclasses.asdict(spec)}
-
-
-def _prepare_output(out: Path, manifest: dict, owned: Sequence[str], overwrite: bool) -> bool:
-    """Make ``out`` ready to receive the dataset; True when it already holds it."""
+def _prepare_output(out: Path, kind: str, spec, owned: Sequence[str],
+                    overwrite: bool) -> GeneratedDataset | None:
+    """Make ``out`` ready to receive the dataset, or what it holds when that is this dataset already."""
     path = out / MANIFEST_NAME
-    complete = all((out / name).exists() for name in owned)
+    args = dataclasses.asdict(spec)
     if path.is_file() and not overwrite:
-        existing = json.loads(path.read_text())
-        same = all(existing.get(key) == value for key, value in manifest.items())
-        if same and complete:
-            return True
-        if same:
-            raise FileExistsError(f'{out} has a manifest but lacks some of {list(owned)}; '
-                                  'pass --overwrite (overwrite=True) to generate it again')
-        old, new = existing.get('args', {}), manifest['args']
-        diff = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-                         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
-        if existing.get('generator') != manifest['generator']:
-            diff = f"generator: {existing.get('generator')!r} -> {manifest['generator']!r}"
-        raise FileExistsError(f'{out} holds a synthetic dataset made with other arguments ({diff}); '
-                              'pass --overwrite (overwrite=True) to replace it, or choose another output folder')
+        old = json.loads(path.read_text())
+        # the kind is the generator name's last part, as in manifests written from the package
+        old_kind = old.get('generator', '').rsplit('.', 1)[-1]
+        if old_kind != kind:
+            raise FileExistsError(f'{out} holds a synthetic {old_kind} dataset, not {kind}; pass '
+                                  '--overwrite (overwrite=True) to replace it, or choose another folder')
+        old_args = old.get('args', {})
+        diff = ', '.join(f'{k}: {old_args.get(k)!r} -> {args.get(k)!r}'
+                         for k in sorted(set(old_args) | set(args)) if old_args.get(k) != args.get(k))
+        if diff:
+            raise FileExistsError(f'{out} holds a synthetic dataset made with other arguments ({diff}); '
+                                  'pass --overwrite (overwrite=True) to replace it, or choose another folder')
+        if all((out / name).exists() for name in owned):
+            return GeneratedDataset(out, True, old.get('num_images', {}), old.get('num_objects', {}))
+        raise FileExistsError(f'{out} has a manifest but lacks some of {list(owned)}; '
+                              'pass --overwrite (overwrite=True) to generate it again')
     if not path.is_file() and out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f'{out} is not empty and has no {MANIFEST_NAME} (other files, or an '
                               'interrupted run); pass --overwrite (overwrite=True) to write the dataset '
@@ -192,18 +162,15 @@ def _prepare_output(out: Path, manifest: dict, owned: Sequence[str], overwrite: 
         elif target.exists():
             target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    return False
+    return None
 
 
-def _write_manifest(out: Path, manifest: dict, num_images: dict, num_objects: dict):
+def _finish(out: Path, kind: str, spec, num_images: dict, num_objects: dict) -> GeneratedDataset:
     # Written last: a manifest means the run finished.
-    record = dict(manifest, num_images=num_images, num_objects=num_objects)
+    record = {'generator': f'synthetic_data.{kind}', 'format': 1, 'args': dataclasses.asdict(spec),
+              'num_images': num_images, 'num_objects': num_objects}
     (out / MANIFEST_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + '\n')
-
-
-def _read_manifest_counts(out: Path) -> tuple[dict, dict]:
-    record = json.loads((out / MANIFEST_NAME).read_text())
-    return record.get('num_images', {}), record.get('num_objects', {})
+    return GeneratedDataset(out, False, num_images, num_objects)
 
 
 # ---------------------------------------------------------------------------
@@ -292,12 +259,12 @@ def _coco_image(rng: np.random.Generator, spec: SyntheticCocoSpec, empty: bool):
     canvas = _textured_background(rng, h, w)
     draw = ImageDraw.Draw(canvas)
     objects = []
-    num = 0 if empty else int(rng.integers(1, spec.max_objects + 1))
+    num = 0 if empty else int(rng.integers(1, _COCO_MAX_OBJECTS + 1))
     side = min(h, w)
     for _ in range(num):
         cls = COCO_CLASSES[int(rng.integers(len(COCO_CLASSES)))]
         for _ in range(_COCO_PLACEMENT_TRIES):
-            pts = _shape_polygon(cls, rng.uniform(spec.min_size, spec.max_size) * side, rng)
+            pts = _shape_polygon(cls, rng.uniform(*_COCO_SIZE_RANGE) * side, rng)
             lo, hi = pts.min(axis=0), pts.max(axis=0)
             if hi[0] - lo[0] >= w or hi[1] - lo[1] >= h:
                 continue
@@ -329,6 +296,7 @@ def _coco_annotation(obj: dict, ann_id: int, image_id: int) -> dict:
     }
 
 
+
 def make_synthetic_coco(out: str | Path, spec: SyntheticCocoSpec = SyntheticCocoSpec(), *,
                         overwrite: bool = False, progress: Progress = _no_progress) -> GeneratedDataset:
     """Write the shapes detection dataset to ``out`` (see the module docstring).
@@ -342,10 +310,9 @@ def make_synthetic_coco(out: str | Path, spec: SyntheticCocoSpec = SyntheticCoco
             ``progress(iterable, total=..., desc=...)`` (``tqdm`` fits).
     """
     out = Path(out)
-    manifest = _manifest('coco', spec)
-    owned = ('train2017', 'val2017', 'annotations')
-    if _prepare_output(out, manifest, owned, overwrite):
-        return GeneratedDataset(out, True, *_read_manifest_counts(out))
+    reused = _prepare_output(out, 'coco', spec, ('train2017', 'val2017', 'annotations'), overwrite)
+    if reused:
+        return reused
     (out / 'annotations').mkdir()
     categories = [{'id': i + 1, 'name': name, 'supercategory': 'shape'}
                   for i, name in enumerate(COCO_CLASSES)]
@@ -374,8 +341,7 @@ def make_synthetic_coco(out: str | Path, spec: SyntheticCocoSpec = SyntheticCoco
         (out / 'annotations' / f'instances_{split}2017.json').write_text(
             json.dumps(coco, separators=(',', ':')))
         num_images[split], num_objects[split] = len(images), len(annotations)
-    _write_manifest(out, manifest, num_images, num_objects)
-    return GeneratedDataset(out, False, num_images, num_objects)
+    return _finish(out, 'coco', spec, num_images, num_objects)
 
 
 # ---------------------------------------------------------------------------
@@ -392,20 +358,19 @@ class _Scene:
         self.draw = ImageDraw.Draw(self.image)
         self.draw_label = ImageDraw.Draw(self.label)
 
-    def polygon(self, pts, colour, cls: str | None):
-        self.draw.polygon([tuple(map(float, p)) for p in pts], fill=colour)
+    def _paint(self, shape: str, xy, colour, cls: str | None):
+        getattr(self.draw, shape)(xy, fill=colour)
         if cls is not None:
-            self.draw_label.polygon([tuple(map(float, p)) for p in pts], fill=CITYSCAPES_TRAIN_IDS[cls])
+            getattr(self.draw_label, shape)(xy, fill=CITYSCAPES_TRAIN_IDS[cls])
+
+    def polygon(self, pts, colour, cls: str | None):
+        self._paint('polygon', [tuple(map(float, p)) for p in pts], colour, cls)
 
     def rectangle(self, box, colour, cls: str | None):
-        self.draw.rectangle([float(v) for v in box], fill=colour)
-        if cls is not None:
-            self.draw_label.rectangle([float(v) for v in box], fill=CITYSCAPES_TRAIN_IDS[cls])
+        self._paint('rectangle', [float(v) for v in box], colour, cls)
 
     def ellipse(self, box, colour, cls: str | None):
-        self.draw.ellipse([float(v) for v in box], fill=colour)
-        if cls is not None:
-            self.draw_label.ellipse([float(v) for v in box], fill=CITYSCAPES_TRAIN_IDS[cls])
+        self._paint('ellipse', [float(v) for v in box], colour, cls)
 
 
 def _paint_sky(rng, scene: _Scene, horizon: int):
@@ -596,10 +561,6 @@ def _street_scene(rng: np.random.Generator, spec: SyntheticCityscapesSpec):
     return pixels, label
 
 
-def cityscapes_stem(city: str, seq: int, frame: int) -> str:
-    """Cityscapes file stem, ``<city>_<seq:06d>_<frame:06d>``."""
-    return f'{city}_{seq:06d}_{frame:06d}'
-
 
 def make_synthetic_cityscapes(out: str | Path, spec: SyntheticCityscapesSpec = SyntheticCityscapesSpec(), *,
                               overwrite: bool = False, progress: Progress = _no_progress) -> GeneratedDataset:
@@ -609,10 +570,9 @@ def make_synthetic_cityscapes(out: str | Path, spec: SyntheticCityscapesSpec = S
     uint8 PNGs holding the trainIds of :data:`CITYSCAPES_TRAIN_IDS` and 255.
     """
     out = Path(out)
-    manifest = _manifest('cityscapes', spec)
-    owned = ('leftImg8bit', 'gtFine')
-    if _prepare_output(out, manifest, owned, overwrite):
-        return GeneratedDataset(out, True, *_read_manifest_counts(out))
+    reused = _prepare_output(out, 'cityscapes', spec, ('leftImg8bit', 'gtFine'), overwrite)
+    if reused:
+        return reused
     num_images = {}
     for split, count in (('train', spec.num_train), ('val', spec.num_val)):
         cities = _CITYSCAPES_CITIES[split]
@@ -622,10 +582,50 @@ def make_synthetic_cityscapes(out: str | Path, spec: SyntheticCityscapesSpec = S
         for index in progress(range(count), total=count, desc=f'cityscapes {split}'):
             pixels, label = _street_scene(_image_rng(spec.seed, split, index), spec)
             city = cities[index % len(cities)]
-            stem = cityscapes_stem(city, index // len(cities), 19)
+            stem = f'{city}_{index // len(cities):06d}_000019'  # <city>_<sequence>_<frame>
             Image.fromarray(pixels).save(out / 'leftImg8bit' / split / city / f'{stem}_leftImg8bit.png')
-            Image.fromarray(label).save(
-                out / 'gtFine' / split / city / f'{stem}_gtFine_labelTrainIds.png')
+            Image.fromarray(label).save(out / 'gtFine' / split / city / f'{stem}_gtFine_labelTrainIds.png')
         num_images[split] = count
-    _write_manifest(out, manifest, num_images, {})
-    return GeneratedDataset(out, False, num_images, {})
+    return _finish(out, 'cityscapes', spec, num_images, {})
+
+
+GENERATORS = {'coco': (make_synthetic_coco, SyntheticCocoSpec, 'data/synthetic_coco'),
+              'cityscapes': (make_synthetic_cityscapes, SyntheticCityscapesSpec, 'data/synthetic_cityscapes')}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('kind', choices=GENERATORS, help='which dataset')
+    parser.add_argument('--out', help='output folder (default: data/synthetic_<kind>)')
+    parser.add_argument('--image-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='image height and width (default: coco 320 320, cityscapes 256 512)')
+    parser.add_argument('--num-train', type=int, help='train images (default: coco 200, cityscapes 60)')
+    parser.add_argument('--num-val', type=int, help='val images (default: coco 50, cityscapes 20)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a dataset in OUT that was made with other arguments')
+    args = parser.parse_args(argv)
+    make, spec_type, default_out = GENERATORS[args.kind]
+    given = dict(num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    if args.image_size:
+        given.update(height=args.image_size[0], width=args.image_size[1])
+    try:
+        spec = spec_type(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        parser.error(str(err))
+    from tqdm import tqdm
+
+    try:
+        result = make(args.out or default_out, spec, overwrite=args.overwrite,
+                      progress=lambda it, **kw: tqdm(it, unit='img', **kw))
+    except FileExistsError as err:
+        sys.exit(f'error: {err}')
+    if result.reused:
+        print(f'{result.root} already holds this dataset; nothing written')
+    for split, count in result.num_images.items():
+        objects = f', {result.num_objects[split]} objects' if split in result.num_objects else ''
+        print(f'{split}: {count} images{objects}')
+
+
+if __name__ == '__main__':
+    main()
