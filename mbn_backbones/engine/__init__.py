@@ -10,6 +10,8 @@ __all__ = [
     'atomic_write_text', 'check_state_dict_matches', 'existing_checkpoints', 'get_rng_state',
     'load_local_checkpoint', 'resolve_last_checkpoint', 'set_rng_state',
 ]
+from .class_count import ClassCountHook, ClassCountMismatch, class_count_mismatches  # noqa: E402
 from .config_check import ConfigError, check_config, unknown_arguments  # noqa: E402
 
-__all__ += ['ConfigError', 'check_config', 'unknown_arguments']
+__all__ += ['ClassCountHook', 'ClassCountMismatch', 'class_count_mismatches',
+            'ConfigError', 'check_config', 'unknown_arguments']
