@@ -17,14 +17,15 @@ not use is reported.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
+import pickle
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
+from .engine.checkpoint import CheckpointError, atomic_save, load_local_checkpoint
 from .models.backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
 from .models.layers import ConvNormAct, DepthwiseSeparable, InvertedResidual
 
@@ -139,7 +140,10 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         state = load_file(path, device='cpu')
     else:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            state = load_local_checkpoint(path, map_location='cpu')
+        except (pickle.UnpicklingError, CheckpointError) as e:  # refused or truncated pickle
+            raise ConversionError(str(e).splitlines()[0]) from e
     for key in ('state_dict', 'model'):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -253,11 +257,7 @@ def convert_checkpoint(src: str, dst: str, family: str, arch: str | None = None,
         'meta': {'converted_from': osp.basename(src), 'source': f'{family}.{source.name}',
                  'backbone': result.backbone, 'prefix': prefix},
     }
-    if osp.dirname(dst):
-        os.makedirs(osp.dirname(dst), exist_ok=True)
-    tmp = f'{dst}.tmp'
-    torch.save(out, tmp)
-    os.replace(tmp, dst)
+    atomic_save(out, dst)  # a unique temporary file, fsynced, renamed; removed on failure
     return result
 
 

@@ -100,8 +100,8 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
 
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
-    state = load_local_checkpoint(checkpoint, map_location='cpu')
-    state = state.get('state_dict', state)
+    loaded = load_local_checkpoint(checkpoint, map_location='cpu')
+    state = loaded.get('state_dict', loaded)
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     if model_kind(model) == 'backbone' and any(k.startswith('backbone.') for k in state):
         state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
@@ -111,7 +111,11 @@ def load_weights(model: nn.Module, checkpoint: str) -> None:
     mismatched = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
                   if k in state and state[k].shape != v.shape]
     if missing or unexpected or mismatched:
+        from .engine.class_count import class_count_mismatches, describe_class_count
+        classes = describe_class_count(class_count_mismatches(
+            model, dict(state_dict=state, meta=loaded.get('meta'))))
         raise ValueError(f'checkpoint {checkpoint!r} does not fit {type(model).__name__}: '
+                         + (f'{classes}; ' if classes else '') +
                          f'{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected '
                          f'{unexpected[:3]}, {len(mismatched)} of another shape {mismatched[:3]}')
     model.load_state_dict(state)

@@ -346,7 +346,7 @@ def test_truncated_image_is_found_when_decoding(coco, tmp_path):
     image.write_bytes(data[:len(data) * 2 // 3])
     assert len(build_coco(root)) == 3  # the header alone is intact
     with pytest.raises(DataError, match=r'000001.jpg: not a readable image \(image file is truncated'):
-        build_coco(root, check_images='decode')
+        build_coco(root, verify_images='full')
 
 
 def test_image_of_another_size_than_recorded_is_named(coco, tmp_path):
@@ -358,7 +358,7 @@ def test_image_of_another_size_than_recorded_is_named(coco, tmp_path):
 
 def test_real_coco128_passes_the_checks(coco128_root):
     ds = build_coco(coco128_root, ann_file='annotations/instances_train.json', classes=None,
-                    data_prefix=dict(img='images/'), check_images='decode')
+                    data_prefix=dict(img='images/'), verify_images='full')
     assert len(ds) == 128
 
 

@@ -21,6 +21,9 @@ custom_hooks = [
     dict(type='mbn_backbones.RNGStateHook'),
     # stops at the first NaN/inf loss, naming the iteration, before it is saved
     dict(type='mbn_backbones.FiniteLossHook'),
+    # says once, before training, when load_from or a Pretrained init_cfg
+    # has heads for another number of classes (mmengine skips them quietly)
+    dict(type='mbn_backbones.ClassCountHook'),
 ]
 
 env_cfg = dict(

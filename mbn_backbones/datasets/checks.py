@@ -15,9 +15,11 @@ mmseg. :mod:`mbn_backbones.datasets.coco` and
 """
 import difflib
 import json
+import logging
 import numbers
 import os
 import os.path as osp
+import warnings
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -158,47 +160,131 @@ def check_coco_dict(data, ann_file: str, classes: Optional[Iterable[str]] = None
     return images
 
 
-def check_image_file(path: str, expected_size: Optional[tuple] = None,
-                     decode: bool = False) -> Optional[str]:
-    """A problem with the image at ``path`` (missing, unreadable, other size), or None.
+# What mmcv's LoadImageFromFile (color_type='color', the configs' default)
+# does with images that are not 8-bit RGB: it makes them 3-channel 8-bit.
+# That is harmless for grey, alpha and palette images, said once in the log;
+# more than 8 bits per channel is refused: the loader divides by 256, so a
+# 12-bit camera frame stored in 16 bits comes out nearly black.
+CONVERTED_MODES = {
+    '1': 'grey', 'L': 'grey', 'LA': 'alpha', 'PA': 'alpha', 'RGBA': 'alpha', 'RGBa': 'alpha',
+    'La': 'alpha', 'P': 'palette', 'CMYK': 'CMYK',
+}
+CONVERSIONS = {
+    'grey': ('grey images (one channel)', 'the loader repeats the channel 3 times'),
+    'alpha': ('images with an alpha channel', 'the loader drops it and keeps the colour under '
+                                              'transparent pixels as it is'),
+    'palette': ('palette images', 'the loader looks up the colours'),
+    'CMYK': ('CMYK images', 'the loader converts them to RGB'),
+}
+VERIFY_IMAGES = ('header', 'full', 'exists', False)
 
-    Reads the header only, unless ``decode`` (then a truncated file is found
-    too); ``expected_size`` is (width, height).
+
+def _more_than_8_bits(im: Image.Image) -> bool:
+    if im.mode.startswith(('I', 'F')):  # I;16, I;16B, I (32-bit int), F (float)
+        return True
+    # A 48/64-bit PNG or TIFF opens as RGB/RGBA; its raw mode tells the depth.
+    return any(';16' in str(getattr(tile, 'args', tile[3] if len(tile) > 3 else ''))
+               for tile in (im.tile or ()))
+
+
+def check_image_file(path: str, expected_size: Optional[tuple] = None, decode: bool = False,
+                     conversions: Optional[dict] = None) -> Optional[str]:
+    """A problem with the image at ``path``, or None.
+
+    Problems: missing, empty, unreadable, of another size than
+    ``expected_size`` (width, height), over PIL's pixel limit (a
+    decompression bomb), more than 8 bits per channel. Reads the header
+    only, unless ``decode`` (then a truncated file is found too). Grey,
+    alpha, palette and CMYK images are fine (the loader converts them); with
+    ``conversions``, their paths are added to ``conversions[kind]`` (kinds of
+    :data:`CONVERSIONS`) so that the caller can say so.
     """
     if not osp.isfile(path):
         return f'{path}: file not found'
     if osp.getsize(path) == 0:
         return f'{path}: empty file (0 bytes)'
     try:
-        with Image.open(path) as im:
-            size = im.size
-            if decode:  # a truncated file fails only when its pixels are decoded
-                im.load()
+        with warnings.catch_warnings():
+            # Between one and two times the limit PIL only warns; refused below.
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                size, mode, deep = im.size, im.mode, _more_than_8_bits(im)
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and size[0] * size[1] > limit:
+                    return (f'{path}: {size[0]}x{size[1]} pixels is over PIL\'s limit of {limit} '
+                            f'(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); '
+                            f'if you trust the file, raise that limit')
+                if decode and not deep:  # a truncated file fails only when its pixels are decoded
+                    im.load()
+    except Image.DecompressionBombError as e:
+        return f'{path}: refused as a decompression bomb ({e}); if you trust the file, raise ' \
+               f'PIL.Image.MAX_IMAGE_PIXELS'
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return f'{path}: not a readable image ({e})'
+    if deep:
+        return (f'{path}: more than 8 bits per channel (mode {mode}); the loader would divide by '
+                f'256 (a 12-bit frame comes out nearly black): convert it to 8 bits yourself')
     if expected_size is not None and tuple(size) != tuple(expected_size):
         return (f'{path}: image is {size[0]}x{size[1]}, the annotation file says '
                 f'{expected_size[0]}x{expected_size[1]}')
+    if conversions is not None and mode in CONVERTED_MODES:
+        conversions.setdefault(CONVERTED_MODES[mode], []).append(path)
     return None
 
 
-def check_coco_images(images: dict, img_dir: str, ann_file: str, decode: bool = False) -> None:
-    """Every image of ``images`` (from :func:`check_coco_dict`) exists and has its recorded size."""
-    problems = []
-    for img in images.values():
-        problem = check_image_file(osp.join(img_dir, img['file_name']),
-                                   (img.get('width'), img.get('height')), decode)
+def conversion_notes(conversions: dict) -> list:
+    """One line per kind of :data:`CONVERSIONS` found by :func:`check_image_file`."""
+    return [f'{CONVERSIONS[kind][0]} ({len(paths)}, e.g. {", ".join(paths[:3])}): '
+            f'{CONVERSIONS[kind][1]}' for kind, paths in sorted(conversions.items())]
+
+
+def check_images(paths_and_sizes: Iterable[tuple], verify: str, what: str,
+                 labels: Optional[Iterable] = None) -> list:
+    """Check images as ``verify`` (one of :data:`VERIFY_IMAGES`) says.
+
+    ``paths_and_sizes`` holds (path, (width, height) or None); ``labels``
+    (e.g. ``'image id 3'``), when given, starts each problem's line.
+
+    Returns:
+        list: the notes of :func:`conversion_notes`, for the log.
+
+    Raises:
+        DataError: listing the problems.
+    """
+    if verify not in VERIFY_IMAGES:
+        raise ValueError(f'verify_images must be one of {VERIFY_IMAGES}, got {verify!r}')
+    if not verify:
+        return []
+    items = list(paths_and_sizes)
+    labels = list(labels) if labels is not None else [None] * len(items)
+    problems, conversions = [], {}
+    for (path, size), label in zip(items, labels):
+        if verify == 'exists':
+            problem = None if osp.isfile(path) else f'{path}: file not found'
+        else:
+            problem = check_image_file(path, size, verify == 'full', conversions)
         if problem:
-            problems.append(f'image id {img["id"]}: {problem}')
-    report(f'images of {ann_file} in {img_dir}', problems)
+            problems.append(f'{label}: {problem}' if label else problem)
+    report(what, problems)
+    return conversion_notes(conversions)
+
+
+def check_coco_images(images: dict, img_dir: str, ann_file: str, verify: str = 'header') -> list:
+    """Every image of ``images`` (from :func:`check_coco_dict`) exists and has its recorded size.
+
+    Returns the notes of :func:`check_images`.
+    """
+    records = list(images.values())
+    return check_images(((osp.join(img_dir, img['file_name']), (img.get('width'), img.get('height')))
+                         for img in records), verify, f'images of {ann_file} in {img_dir}',
+                        [f'image id {img["id"]}' for img in records])
 
 
 def check_coco(ann_file: str, img_dir: Optional[str] = None,
-               classes: Optional[Iterable[str]] = None) -> None:
+               classes: Optional[Iterable[str]] = None, verify: str = 'header') -> list:
     """:func:`read_json`, :func:`check_coco_dict` and, with ``img_dir``, :func:`check_coco_images`."""
     images = check_coco_dict(read_json(ann_file), ann_file, classes)
-    if img_dir is not None:
-        check_coco_images(images, img_dir, ann_file)
+    return check_coco_images(images, img_dir, ann_file, verify) if img_dir is not None else []
 
 
 def label_values_problem(path: str, num_classes: int, ignore_index: int = 255,
@@ -234,21 +320,30 @@ def label_values_problem(path: str, num_classes: int, ignore_index: int = 255,
 
 
 def check_segmentation_pairs(pairs: Sequence[tuple], num_classes: int, ignore_index: int = 255,
-                             reduce_zero_label: bool = False, what: str = 'dataset',
-                             decode: bool = False) -> None:
-    """Check (image path, label path) pairs: both readable, same size, labels in range."""
+                             reduce_zero_label: bool = False, what: str = 'dataset') -> None:
+    """Check the label maps of (image path, label path) pairs: readable, one channel, of
+    their image's size, values in range. The images are :func:`check_images`' job."""
     problems = []
     for img_path, seg_path in pairs:
-        problem = check_image_file(img_path, decode=decode)
-        if problem:
-            problems.append(problem)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+                with Image.open(img_path) as im:
+                    size = im.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            problems.append(f'{img_path}: not a readable image ({e})')
             continue
-        with Image.open(img_path) as im:
-            size = im.size
         problem = label_values_problem(seg_path, num_classes, ignore_index, reduce_zero_label, size)
         if problem:
             problems.append(problem)
     report(what, problems)
+
+
+def log_notes(notes: Sequence[str], what: str) -> None:
+    """Say in mmengine's log (a warning, once per kind) which images the loader will convert."""
+    if notes:
+        from mmengine.logging import print_log
+        print_log(f'{what}: ' + '; '.join(notes), logger='current', level=logging.WARNING)
 
 
 def describe_empty_folder(folder: str, suffix: str) -> str:

@@ -14,6 +14,8 @@ __all__ = [
     'get_rng_state', 'load_local_checkpoint', 'mmengine_checkpoint_globals', 'read_checkpoint',
     'resolve_last_checkpoint', 'set_rng_state',
 ]
+from .class_count import ClassCountHook, ClassCountMismatch, class_count_mismatches  # noqa: E402
 from .config_check import ConfigError, check_config, unknown_arguments  # noqa: E402
 
-__all__ += ['ConfigError', 'check_config', 'unknown_arguments']
+__all__ += ['ClassCountHook', 'ClassCountMismatch', 'class_count_mismatches',
+            'ConfigError', 'check_config', 'unknown_arguments']

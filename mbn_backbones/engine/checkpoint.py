@@ -320,8 +320,10 @@ def check_state_dict_matches(model: torch.nn.Module, checkpoint, filename: str =
 
     mmengine's ``load_checkpoint`` only logs missing and unexpected keys, so a
     test run on a checkpoint of another architecture evaluates random weights
-    and reports a near-zero metric. The message lists missing keys, unexpected
-    keys and shape mismatches (a few of each, with counts).
+    and reports a near-zero metric. The message names the class counts when
+    a head has another number of classes than the checkpoint's, then lists
+    missing keys, unexpected keys and shape mismatches (a few of each, with
+    counts).
     """
     state = {k[len('module.'):] if k.startswith('module.') else k: v
              for k, v in _state_dict_of(checkpoint).items()}
@@ -334,6 +336,10 @@ def check_state_dict_matches(model: torch.nn.Module, checkpoint, filename: str =
     if not (missing or unexpected or shapes):
         return
     lines = [f'checkpoint {filename or "(in memory)"} does not fit {type(model).__name__}:']
+    from .class_count import class_count_mismatches, describe_class_count  # imports mmengine
+    classes = describe_class_count(class_count_mismatches(model, checkpoint))
+    if classes:  # the likeliest cause, in plain words first
+        lines.append(f'  {classes}')
     if missing:
         lines.append(f'  missing keys (in the model, not in the checkpoint) {_listing(missing)}')
     if unexpected:

@@ -39,6 +39,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def refuse_mismatched_checkpoint(model, checkpoint):
+    """Stop unless ``checkpoint`` fits ``model`` exactly.
+
+    mmdet's init_detector and mmseg's init_model load non-strictly and only
+    log what did not fit: a checkpoint whose head has another number of
+    classes would draw the predictions of a random head.
+    """
+    from mbn_backbones.engine import CheckpointError, check_state_dict_matches, load_local_checkpoint
+
+    try:
+        check_state_dict_matches(model, load_local_checkpoint(checkpoint, map_location='cpu'),
+                                 checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f'{e}\nNothing was drawn.')
+
+
 def run_detector(args, cfg):
     import mmcv
     from mmdet.apis import inference_detector, init_detector
@@ -48,6 +64,7 @@ def run_detector(args, cfg):
 
     with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
         model = init_detector(cfg, args.checkpoint, device=args.device)
+    refuse_mismatched_checkpoint(model, args.checkpoint)
     result = inference_detector(model, args.image)
     visualizer = VISUALIZERS.build(cfg.get('visualizer', dict(type='DetLocalVisualizer')))
     visualizer.dataset_meta = model.dataset_meta
@@ -74,6 +91,7 @@ def run_segmentor(args, cfg):
 
     with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
         model = init_model(cfg, args.checkpoint, device=args.device)
+    refuse_mismatched_checkpoint(model, args.checkpoint)
     result = inference_model(model, args.image)
     show_result_pyplot(model, args.image, result, opacity=args.opacity, draw_gt=False,
                        show=False, with_labels=False, out_file=args.out)

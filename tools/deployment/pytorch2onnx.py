@@ -80,7 +80,10 @@ def main(argv=None):
     model_cfg, scope = dep.load_model_config(args.config, args.model_args)
     model = dep.build_model(model_cfg, scope)
     if args.checkpoint:
-        dep.load_weights(model, args.checkpoint)
+        try:
+            dep.load_weights(model, args.checkpoint)
+        except (ValueError, FileNotFoundError) as e:  # e.g. a head of another class count
+            raise SystemExit(f'error: {e}')
     if args.shape:
         shape = (args.batch_size, 3, *args.shape)
     else:

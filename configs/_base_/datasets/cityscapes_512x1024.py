@@ -30,6 +30,7 @@ train_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         # 2975 + 500 label maps: checking that they exist is enough here
+        # (the images' headers are checked: verify_images='header')
         check_labels='exists',
         data_prefix=dict(img_path='leftImg8bit/train', seg_map_path='gtFine/train'),
         pipeline=train_pipeline))
