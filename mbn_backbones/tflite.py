@@ -30,6 +30,7 @@ renormalise the folded weights; fine-tune with ``norm_eval=True``.
 """
 from __future__ import annotations
 
+import itertools
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -38,9 +39,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .models.backbones import MobileNet
+from .models.arch import ARCHS
+from .models.builder import build_layers
 from .models.classifier import MobileNetClassifier
-from .models.layers import ConvNormAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
+from .models.layers import (ConvNormAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite,
+                            make_divisible)
 
 __all__ = ['TFLiteError', 'TFLiteTensor', 'TFLiteOp', 'TFLiteGraph', 'TFLiteImport',
            'read_tflite', 'convert_tflite', 'tflite_classifier', 'ARCH_NAMES']
@@ -138,22 +141,31 @@ class TFLiteGraph:
 
     def activation(self, op: TFLiteOp) -> str:
         """The activation ``op`` applies to its output: its fused one, or the
-        one its quantized output range implies. TOCO dropped ReLU/ReLU6 ops
-        whose clamp the uint8 output range already performs (its
-        ``RemoveTrivialQuantizedActivationFunc`` pass), so in such files a
-        range starting at exactly 0 is a ReLU, and [0, 6] a ReLU6."""
+        most likely of those its quantized output range implies (the first
+        of :meth:`activation_readings`)."""
+        return self.activation_readings(op)[0]
+
+    def activation_readings(self, op: TFLiteOp) -> list[str]:
+        """The activations ``op`` may apply, most likely first.
+
+        TOCO dropped ReLU/ReLU6 ops whose clamp the uint8 output range
+        already performs (its ``RemoveTrivialQuantizedActivationFunc``
+        pass), leaving no trace but the range: one starting at exactly 0
+        ends a ReLU6 if it ends at 6 or below, else a ReLU; or it is only
+        the calibrated range of values that were never negative.
+        """
         fused = op.options.get('FusedActivationFunction', 'NONE')
         if fused != 'NONE' or 'FusedActivationFunction' not in op.options or not op.outputs:
-            return fused
+            return [fused]
         out = self.tensors[op.outputs[0]]
         bounds = {'UINT8': (0, 255), 'INT8': (-128, 127)}.get(out.dtype)
         if not out.quantized or out.scale.size != 1 or bounds is None:
-            return fused
+            return [fused]
         zero = int(out.zero_point.ravel()[0]) if out.zero_point.size else 0
         if zero != bounds[0]:
-            return fused
+            return [fused]
         high = float(out.scale[0]) * (bounds[1] - zero)
-        return 'RELU6' if abs(high - 6.0) <= 6e-3 else 'RELU'
+        return ['RELU6', 'RELU', 'NONE'] if high <= 6.0 * (1 + 1e-3) else ['RELU', 'NONE']
 
     def is_constant(self, index: int) -> bool:
         if index < 0 or self.tensors[index].data is not None:
@@ -342,6 +354,8 @@ _BACKBONES = {'v1': dict(type='MobileNetV1'), 'v2': dict(type='MobileNetV2'),
 _PASS_THROUGH = {'QUANTIZE', 'DEQUANTIZE'}
 _RESHAPES = {'RESHAPE', 'SQUEEZE'}
 _WEIGHTED = {'CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED'}
+_ACT_BOUNDS = {'relu': (0.0, np.inf), 'relu6': (0.0, 6.0), 'hsigmoid': (0.0, 1.0),
+               'sigmoid': (0.0, 1.0)}
 
 
 class _Mismatch(Exception):
@@ -378,7 +392,7 @@ class _Walker:
         self.g = graph
         self.pos = 0
         self.loads: list[tuple[torch.Tensor, np.ndarray]] = []
-        self.nonneg: set[int] = set()  # tensors known to be >= 0
+        self.bounds: dict[int, tuple[float, float]] = {}  # value ranges known from activations
         if len(graph.inputs) != 1:
             raise _Mismatch(0, f'the graph has {len(graph.inputs)} inputs, a classifier has 1')
         self.current = graph.inputs[0]
@@ -411,8 +425,8 @@ class _Walker:
             op = self.g.ops[self.pos]
             if op.kind in skip and op.inputs and op.inputs[0] == self.current \
                     and self._is_pass_through(op):
-                if self.current in self.nonneg:
-                    self.nonneg.add(op.outputs[0])
+                if self.current in self.bounds:
+                    self.bounds[op.outputs[0]] = self.bounds[self.current]
                 self.current = op.outputs[0]
                 self.pos += 1
                 continue
@@ -436,63 +450,98 @@ class _Walker:
         return False
 
     # -- activations
-    def _nonneg(self, index: int) -> bool:
+    def _bounds(self, index: int) -> tuple[float, float] | None:
         if self.g.is_constant(index):
             value = self.g.constant(index)
-            return value is not None and value.dtype.kind == 'f' and bool(np.all(value >= 0))
-        return index in self.nonneg
+            if value is None or value.dtype.kind != 'f':
+                return None
+            return float(value.min()), float(value.max())
+        return self.bounds.get(index)
 
-    def activation(self, op: TFLiteOp) -> str:
-        """Name the activation applied to ``op``'s output: its fused
-        activation, then the run of elementwise ops (with constants) that
-        follows it; the running tensor moves to the end of that run."""
-        start = op.outputs[0]
-        act = self.g.activation(op)
-        # a pool or product of non-negative tensors: a ReLU its range implies does nothing
-        passes_sign = op.kind not in _WEIGHTED and all(
-            self._nonneg(i) for i in op.inputs if i >= 0)
-        if passes_sign and act == 'RELU' and op.options.get('FusedActivationFunction') == 'NONE':
-            act = 'NONE'
-        fused = _FUSED.get(act)
-        if fused is None:
-            self.fail(f'unsupported fused activation {act}', op)
-        env = {start: fused(_PROBE)[:, None]}
-        end = start
+    def _input_bounds(self, op: TFLiteOp) -> tuple[float, float] | None:
+        """Bounds of an unweighted op's output before its activation, from
+        its inputs' bounds."""
+        if op.kind in _WEIGHTED or not op.inputs:
+            return None
+        first = self._bounds(op.inputs[0])
+        if op.kind in _PASS_THROUGH | _RESHAPES | {'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'MEAN'}:
+            return first
+        if op.kind in ('ADD', 'MUL') and len(op.inputs) == 2:
+            second = self._bounds(op.inputs[1])
+            if first is None or second is None:
+                return None
+            if op.kind == 'ADD':
+                return first[0] + second[0], first[1] + second[1]
+            if first[0] >= 0 and second[0] >= 0:
+                return 0.0, first[1] * second[1]
+        return None
+
+    def _region(self, start: int) -> list[TFLiteOp]:
+        """The run of elementwise ops from ``start`` whose other inputs are
+        constants (an activation spelled out: ``relu6(x + 3) * 0.16667``);
+        the cursor moves past it."""
+        region, inside = [], {start}
         while True:
             self._skip_constant_ops()
             if self.pos >= len(self.g.ops):
-                break
-            nxt = self.g.ops[self.pos]
-            fn = _ELEMENTWISE.get(nxt.kind)
-            if fn is None:
-                break
+                return region
+            op = self.g.ops[self.pos]
+            if (op.kind not in _ELEMENTWISE or not any(i in inside for i in op.inputs)
+                    or not all(i in inside or self.g.is_constant(i) for i in op.inputs)):
+                return region
+            region.append(op)
+            inside.add(op.outputs[0])
+            self.pos += 1
+
+    def _evaluate(self, start: int, readings: tuple[str, ...], region: list[TFLiteOp]
+                  ) -> str | None:
+        """Name the function from ``start`` through ``region``, each op
+        applying the activation of ``readings`` in turn."""
+        env = {start: _FUSED[readings[0]](_PROBE)[:, None]}
+        for op, reading in zip(region, readings[1:]):
             args = []
-            for i in nxt.inputs:
+            for i in op.inputs:
                 if i in env:
                     args.append(env[i])
-                elif self.g.is_constant(i):
+                else:
                     value = self.g.constant(i).astype(np.float64)
                     args.append(value.reshape(1, -1) if value.size > 1 else value.reshape(()))
-                else:
-                    break
-            else:
-                if not any(i in env for i in nxt.inputs):
-                    break
-                value = fn(*args)
-                nested = _FUSED.get(self.g.activation(nxt))
-                if nested is None:
-                    break
-                env[nxt.outputs[0]] = nested(value)
-                end = nxt.outputs[0]
-                self.pos += 1
-                continue
-            break
-        name = _name_activation(np.broadcast_to(env[end], (len(_PROBE), env[end].shape[-1])))
+            env[op.outputs[0]] = _FUSED[reading](_ELEMENTWISE[op.kind](*args))
+        end = region[-1].outputs[0] if region else start
+        return _name_activation(np.broadcast_to(env[end], (len(_PROBE), env[end].shape[-1])))
+
+    def activation(self, op: TFLiteOp, ours: str = 'identity') -> str:
+        """Name the activation applied to ``op``'s output: its fused
+        activation, then the run of elementwise ops that follows it; the
+        running tensor moves to the end of that run.
+
+        Where a quantized range implies a clamp (see
+        :meth:`TFLiteGraph.activation_readings`) the file cannot tell a
+        removed ReLU from a range that happened to start at 0 (V3's
+        squeeze-excite logits), so ``ours`` is taken when one reading fits.
+        """
+        before = self._input_bounds(op)
+        first = self.g.activation_readings(op)
+        fused = op.options.get('FusedActivationFunction', 'NONE')
+        if len(first) > 1 and before is not None and before[0] >= 0 and (
+                first[0] == 'RELU' or before[1] <= 6):
+            first = [fused]  # a clamp of values already inside it
+        start = op.outputs[0]
+        region = self._region(start)
+        choices = [first] + [self.g.activation_readings(r) for r in region]
+        if any(a not in _FUSED for c in choices for a in c):
+            self.fail(f'unsupported fused activation in {choices}', op)
+        names = [self._evaluate(start, readings, region)
+                 for readings in itertools.product(*choices)]
+        name = ours if ours in names else names[0]
         if name is None:
             self.fail(f'the activation on {self._describe_tensor(start)} is none of '
                       f'{sorted(_ACTIVATIONS)}', op)
-        if name in ('relu', 'relu6', 'hsigmoid', 'sigmoid') or passes_sign and name == 'identity':
-            self.nonneg.add(end)
+        end = region[-1].outputs[0] if region else start
+        if name in _ACT_BOUNDS:
+            self.bounds[end] = _ACT_BOUNDS[name]
+        elif name == 'identity' and before is not None:
+            self.bounds[end] = before
         self.current = end
         return name
 
@@ -550,8 +599,8 @@ class _Walker:
             self.fail(f'{name} has no bias, the file has one', op)
 
     def _check_activation(self, op: TFLiteOp, act: nn.Module | None, what: str) -> None:
-        theirs = self.activation(op)
         ours = _module_activation(act)
+        theirs = self.activation(op, ours)
         if theirs != ours:
             self.fail(f'expected {what} followed by {ours}, the file applies {theirs}', op)
 
@@ -693,25 +742,30 @@ def _walk_model(walker: _Walker, model: MobileNetClassifier) -> int:
     return walker.finish()
 
 
-def _conv_widths(model: MobileNetClassifier) -> list[int]:
-    return [m.out_channels for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+def _conv_widths(arch: str) -> list[int]:
+    """Output channels of the backbone's convs at width 1.0, in forward order."""
+    layers, _ = build_layers(ARCHS[arch])
+    return [m.out_channels for _, layer in layers for m in layer.modules()
+            if isinstance(m, nn.Conv2d)]
 
 
-def _candidate_widths(graph: TFLiteGraph, nominal: list[int]) -> list[float]:
-    """Widths that the file's conv channel counts suggest for an arch whose
-    width-1.0 convs have ``nominal`` channels: the ratios, most trustworthy
-    (largest layers, least rounding) first."""
+def _candidate_widths(graph: TFLiteGraph, arch: str) -> list[float]:
+    """Widths that the file's conv channel counts suggest for ``arch``: the
+    ratios to its width-1.0 channels, most trustworthy (largest layers,
+    least rounding) first, keeping those that give the file's stem."""
     theirs = []
     for op in graph.ops:
         if op.kind in ('CONV_2D', 'DEPTHWISE_CONV_2D') and len(op.inputs) > 1:
             shape = graph.tensors[op.inputs[1]].shape
             if len(shape) == 4:
                 theirs.append(shape[3] if op.kind == 'DEPTHWISE_CONV_2D' else shape[0])
-    pairs = sorted(zip(nominal, theirs), key=lambda p: -p[0])
+    if not theirs:
+        return []
+    pairs = sorted(zip(_conv_widths(arch), theirs), key=lambda p: -p[0])
     widths: list[float] = []
     for ours, their in pairs:
         w = round(their / ours, 4)
-        if w > 0 and w not in widths:
+        if w > 0 and w not in widths and make_divisible(ARCHS[arch].stem.out * w) == theirs[0]:
             widths.append(w)
     return widths
 
@@ -766,28 +820,32 @@ def convert_tflite(source: str | bytes | TFLiteGraph, padding: str = 'tf_same',
     num_classes = int(out_shape[-1])
 
     best: tuple[int, str] = (-1, '')
-    for arch in _BACKBONES:
-        nominal = _conv_widths(_build(arch, 1.0, num_classes, 'pytorch'))
-        for widen_factor in _candidate_widths(graph, nominal)[:6]:
+    # the arch with as many convs as the file first (an order only: each is tried)
+    convs = sum(op.kind in _WEIGHTED for op in graph.ops)
+    archs = sorted(_BACKBONES, key=lambda a: abs(
+        len(_conv_widths(a)) + (1 if ARCHS[a].classifier_hidden is None else 2) - convs))
+    for arch in archs:
+        for widen_factor in _candidate_widths(graph, arch)[:6]:
             try:
-                model = _build(arch, widen_factor, num_classes, padding, norm_eps)
+                # shapes only: a model without memory is quick to build
+                with torch.device('meta'):
+                    candidate = _build(arch, widen_factor, num_classes, padding, norm_eps)
+                _walk_model(_Walker(graph), candidate)
             except ValueError:
                 continue
-            walker = _Walker(graph)
-            try:
-                logits = _walk_model(walker, model)
             except _Mismatch as e:
                 if e.op_index > best[0]:
                     best = (e.op_index, f'{ARCH_NAMES[arch]} width {widen_factor:g}: {e}')
                 continue
+            model = _build(arch, widen_factor, num_classes, padding, norm_eps)
+            walker = _Walker(graph)
+            logits = _walk_model(walker, model)
             _load(model, walker.loads)
-            info = TFLiteImport(model.eval(), arch, widen_factor, (height, width), num_classes,
+            return TFLiteImport(model.eval(), arch, widen_factor, (height, width), num_classes,
                                 _weights_summary(graph, list(graph.ops)),
                                 dict(_backbone_cfg(arch, widen_factor, padding, norm_eps),
                                      type='mbn_backbones.' + _BACKBONES[arch]['type']),
-                                graph.source,
-                                graph.tensors[logits].name)
-            return info
+                                graph.source, graph.tensors[logits].name)
     raise TFLiteError(f'{graph.source} does not map onto any of our MobileNets '
                       f'({", ".join(ARCH_NAMES.values())}); closest: {best[1]}')
 
