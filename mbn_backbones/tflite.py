@@ -21,7 +21,9 @@ convs at the bottom/right (our backbones' ``padding='tf_same'``); V3's
 hard-sigmoid as ``relu6(x + 3) * 0.16667``, which we run as PyTorch's
 ``/ 6`` (a 2e-5 relative difference); activations are recognised by their
 values on a probe range, so a fused ``RELU6``, a ``HARD_SWISH`` op and
-the same function spelled out in ``ADD``/``MUL`` ops all match.
+the same function spelled out in ``ADD``/``MUL`` ops all match. Files
+from TOCO (the V3-Small uint8 one) dropped ReLUs whose clamp the output's
+uint8 range performs: see :meth:`TFLiteGraph.activation_readings`.
 
 Our norm layers stay: each gets identity statistics (mean 0, variance
 ``1 - eps``, weight 1) and the file's bias, so the model computes the
@@ -641,7 +643,8 @@ class _Walker:
         op = self.next_op({'AVERAGE_POOL_2D', 'MEAN'}, what)
         shape = self.g.tensors[op.inputs[0]].shape
         if len(shape) != 4:
-            self.fail(f'expected {what} over an NHWC map, found {self._describe_tensor(op.inputs[0])}', op)
+            self.fail(f'expected {what} over an NHWC map, found '
+                      f'{self._describe_tensor(op.inputs[0])}', op)
         if op.kind == 'MEAN':
             axes = self.g.constant(op.inputs[1]) if len(op.inputs) > 1 else None
             if axes is None or sorted(int(a) % 4 for a in np.ravel(axes)) != [1, 2]:
@@ -895,6 +898,9 @@ def _save_atomic(obj, dst: str) -> None:
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the checkpoint from others
         os.replace(tmp, dst)
     except BaseException:
         if osp.exists(tmp):

@@ -122,40 +122,40 @@ def test_import_finds_architecture_width_and_input_size(name):
     assert not result.model.training
 
 
+def _agreement(name: str, reference: torch.Tensor, what: str) -> tuple[dict, dict]:
+    """Top-1 agreement and per-image logit correlations of ours with TF and
+    with PyTorch padding against ``reference``; printed for the report."""
+    data = _measure(name)
+    found = {}
+    for padding, logits in (('TF', data['ours']), ('PyTorch', data['pytorch_pad'])):
+        found[padding] = dict(
+            top1=(logits.argmax(1) == reference.argmax(1)).float().mean().item(),
+            corr=[_corr(logits[i], reference[i]) for i in range(len(reference))])
+    print(f'\n{name} vs {what}: ' + '; '.join(
+        f'{padding} padding top-1 {r["top1"]:.0%}, corr {min(r["corr"]):.7f}-'
+        f'{max(r["corr"]):.7f} (mean {np.mean(r["corr"]):.4f})' for padding, r in found.items()))
+    return found['TF'], found['PyTorch']
+
+
 @pytest.mark.parametrize('name', FILES)
 def test_matches_float_execution_of_the_file_graph(name):
-    data = _measure(name)
-    ours, pt, ref = data['ours'], data['pytorch_pad'], data['reference']
-    tf_corr = [_corr(ours[i], ref[i]) for i in range(len(ref))]
-    pt_corr = [_corr(pt[i], ref[i]) for i in range(len(ref))]
-    tf_top1 = (ours.argmax(1) == ref.argmax(1)).float().mean().item()
-    pt_top1 = (pt.argmax(1) == ref.argmax(1)).float().mean().item()
-    print(f'\n{name} vs float graph: TF padding top-1 {tf_top1:.0%}, corr min '
-          f'{min(tf_corr):.7f}; PyTorch padding top-1 {pt_top1:.0%}, corr min '
-          f'{min(pt_corr):.4f} mean {np.mean(pt_corr):.4f}')
-    assert min(tf_corr) >= 0.9999, tf_corr
-    assert tf_top1 == 1.0
-    assert max(pt_corr) < min(tf_corr)  # the padding matters, and TF's is the one trained
+    tf, pt = _agreement(name, _measure(name)['reference'], 'float graph')
+    assert min(tf['corr']) >= 0.9999, tf['corr']
+    assert tf['top1'] == 1.0
+    assert max(pt['corr']) < min(tf['corr'])  # the padding matters, and TF's is the one trained
 
 
 @pytest.mark.parametrize('name', FILES)
 def test_agrees_with_litert_running_the_file(name):
-    data = _measure(name)
     lite = _litert_logits(name)
-    ours, pt = data['ours'], data['pytorch_pad']
+    tf, pt = _agreement(name, lite, 'LiteRT')
     confident = torch.softmax(lite, 1).max(1).values >= CONFIDENT
     assert confident.sum() >= 2, 'LiteRT is unsure on most images: nothing to compare'
-    tf_corr = [_corr(ours[i], lite[i]) for i in range(len(lite))]
-    pt_corr = [_corr(pt[i], lite[i]) for i in range(len(lite))]
-    tf_top1 = (ours.argmax(1) == lite.argmax(1)).float().mean().item()
-    pt_top1 = (pt.argmax(1) == lite.argmax(1)).float().mean().item()
-    print(f'\n{name} vs LiteRT: TF padding top-1 {tf_top1:.0%}, corr '
-          f'{min(tf_corr):.4f}-{max(tf_corr):.4f}; PyTorch padding top-1 {pt_top1:.0%}, '
-          f'corr {min(pt_corr):.4f}-{max(pt_corr):.4f}')
+    ours = _measure(name)['ours']
     assert torch.equal(ours.argmax(1)[confident], lite.argmax(1)[confident])
     if FILES[name][0] != 'v3_small':
-        assert min(tf_corr) >= 0.99, tf_corr
-    assert np.mean(tf_corr) > np.mean(pt_corr)
+        assert min(tf['corr']) >= 0.99, tf['corr']
+    assert np.mean(tf['corr']) > np.mean(pt['corr'])
 
 
 def test_v2_predictions_are_the_published_ones():
