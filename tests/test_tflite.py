@@ -317,3 +317,33 @@ def test_tf_same_padding_pads_strided_convs_bottom_right():
         MobileNetV2(padding='same')
     with pytest.raises(ValueError, match="padding='tf_same' chooses the conv"):
         MobileNetV2(padding='tf_same', conv_cfg=dict(type='Conv2d'))
+
+
+def test_tf_same_padding_survives_deploy_folding():
+    torch.manual_seed(0)
+    backbone = MobileNetV2(widen_factor=0.5, padding='tf_same', out_indices=(7,)).eval()
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        before = backbone(x)[0]
+        backbone.switch_to_deploy()
+        torch.testing.assert_close(backbone(x)[0].contiguous(), before, rtol=1e-4, atol=1e-4)
+
+
+def test_dequantize_per_tensor_and_per_channel():
+    from mbn_backbones.tflite import TFLiteTensor
+    q = np.arange(-8, 16, dtype=np.int8).reshape(1, 2, 3, 4)  # a depthwise kernel, C last
+    per_channel = TFLiteTensor(0, 'dw', q.shape, 'INT8', q, np.array([0.5, 1, 2, 4], np.float32),
+                               np.zeros(4, np.int64), axis=3)
+    expected = q.astype(np.float32) * np.array([0.5, 1, 2, 4], np.float32)
+    np.testing.assert_array_equal(per_channel.dequantize(), expected)
+    u8 = np.array([0, 128, 255], np.uint8)
+    per_tensor = TFLiteTensor(1, 'w', (3,), 'UINT8', u8, np.array([0.1], np.float32),
+                              np.array([128]))
+    np.testing.assert_allclose(per_tensor.dequantize(), [-12.8, 0.0, 12.7], rtol=1e-6)
+    bias = TFLiteTensor(2, 'b', (2,), 'INT32', np.array([1000, -3], np.int32),
+                        np.array([1e-4, 2e-4], np.float32), np.zeros(2, np.int64), axis=0)
+    np.testing.assert_allclose(bias.dequantize(), [0.1, -6e-4], rtol=1e-6)
