@@ -82,7 +82,7 @@ class MobileNet(BaseModule):
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
                                      conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor,
-                                     padding)
+                                     padding=padding)
         self.layer_names = [name for name, _ in layers]
         for name, layer in layers:
             self.add_module(name, layer)
