@@ -28,6 +28,7 @@ import torch.nn as nn
 from .engine.checkpoint import CheckpointError, atomic_save, load_local_checkpoint
 from .models.backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
 from .models.layers import ConvNormAct, DepthwiseSeparable, InvertedResidual
+from .tflite import tflite_classifier  # noqa: F401  (Google's TFLite files: see tflite.py)
 
 ModulePairs = Iterator[tuple[str, str]]
 

@@ -39,6 +39,9 @@ class MobileNet(BaseModule):
             (-1: nothing frozen).
         norm_eval: keep norm layers in eval mode while training.
         with_cp: activation checkpointing in every block.
+        padding: ``'pytorch'`` (symmetric) or ``'tf_same'``: strided convs pad
+            as TensorFlow's ``SAME`` (bottom/right), which the weights of
+            Google's TF models need (:mod:`mbn_backbones.tflite`).
     """
 
     def __init__(self, arch: str | Arch, widen_factor: float = 1.0,
@@ -47,7 +50,8 @@ class MobileNet(BaseModule):
                  conv_cfg: dict | None = None, norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'), norm_eval: bool = False,
                  with_cp: bool = False, pretrained: str | None = None,
-                 init_cfg: dict | list | None = None, tail_divisor: int = 1):
+                 init_cfg: dict | list | None = None, tail_divisor: int = 1,
+                 padding: str = 'pytorch'):
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('pass either pretrained or init_cfg, not both')
@@ -70,11 +74,13 @@ class MobileNet(BaseModule):
         self.widen_factor = widen_factor
         self.output_stride = output_stride
         self.reduced_tail = reduced_tail
+        self.padding = padding
         self.norm_eval = norm_eval
         self.with_cp = with_cp
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
-                                     conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor)
+                                     conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor,
+                                     padding=padding)
         self.layer_names = [name for name, _ in layers]
         for name, layer in layers:
             self.add_module(name, layer)

@@ -10,7 +10,10 @@ This is the only place that knows about widths, strides and dilation:
 - ``reduced_tail`` halves the rows marked ``in_tail`` (V3 paper, 6.1.1);
 - ``tail_divisor`` is mmseg's ``reduction_factor``, a different reduction:
   it divides the expansion and output widths of *every* ``in_tail`` row
-  (the first one's expansion too) and leaves the last conv at full width.
+  (the first one's expansion too) and leaves the last conv at full width;
+- ``padding='tf_same'`` pads strided convs as TensorFlow's ``SAME`` does
+  (the extra row and column at the bottom/right), as the weights of
+  Google's TF models expect.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import torch.nn as nn
 
 from .arch import ACTS, Arch, Row
 from .layers import ConvNormAct, DepthwiseSeparable, InvertedResidual, make_divisible
+
+PADDINGS = ('pytorch', 'tf_same')
 
 
 @dataclass(frozen=True)
@@ -39,18 +44,31 @@ def _row_act(row: Row, default_act_cfg: dict) -> dict:
 
 def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
                  reduced_tail: bool = False, conv_cfg=None, norm_cfg=dict(type='BN'),
-                 act_cfg=dict(type='ReLU'), with_cp: bool = False, tail_divisor: int = 1
+                 act_cfg=dict(type='ReLU'), with_cp: bool = False, tail_divisor: int = 1,
+                 padding: str = 'pytorch'
                  ) -> tuple[list[tuple[str, nn.Module]], list[LayerInfo]]:
     """Build every layer of ``arch``: the stem, one layer per row, then the last conv."""
+    if padding not in PADDINGS:
+        raise ValueError(f'padding must be one of {PADDINGS}, got {padding!r}')
+    if padding == 'tf_same' and conv_cfg is not None:
+        raise ValueError(f"padding='tf_same' chooses the conv of strided layers; "
+                         f'pass conv_cfg=None, got {conv_cfg!r}')
     width = partial(make_divisible, divisor=8)
     common = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg)
+
+    def strided(stride: int) -> dict:
+        # mmcv's Conv2dAdaptivePadding computes TF's SAME padding per input size
+        if padding == 'tf_same' and stride > 1:
+            return dict(common, conv_cfg=dict(type='Conv2dAdaptivePadding'))
+        return common
 
     layers: list[tuple[str, nn.Module]] = []
     infos: list[LayerInfo] = []
 
     stem_channels = width(arch.stem.out * widen_factor)
     layers.append(('stem', ConvNormAct(3, stem_channels, arch.stem.kernel, arch.stem.stride,
-                                       act_cfg=_row_act(arch.stem, act_cfg), **common)))
+                                       act_cfg=_row_act(arch.stem, act_cfg),
+                                       **strided(arch.stem.stride))))
     reduction, dilation = arch.stem.stride, 1
     infos.append(LayerInfo('stem', stem_channels, reduction, 0, 0))
     in_channels = stem_channels
@@ -76,7 +94,7 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
             if row.block == 'dws':
                 block = DepthwiseSeparable(in_channels, out_channels, row.kernel, stride,
                                            block_dilation, act_cfg=row_act, with_cp=with_cp,
-                                           **common)
+                                           **strided(stride))
             elif row.block == 'ir':
                 if row.expand is not None:
                     # In a reduced tail the first row keeps its expansion (its
@@ -87,7 +105,7 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
                     mid = int(round(in_channels * row.expand_ratio))
                 block = InvertedResidual(in_channels, mid, out_channels, row.kernel, stride,
                                          block_dilation, with_se=row.se, act_cfg=row_act,
-                                         with_cp=with_cp, **common)
+                                         with_cp=with_cp, **strided(stride))
                 if j == 0 and mid != in_channels:
                     # the expansion output comes before the depthwise stride
                     expand_info = (mid, infos[-1].reduction)
