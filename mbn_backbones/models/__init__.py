@@ -1,7 +1,7 @@
 from .arch import ARCHS, Arch, Row
 from .backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
 from .classifier import MobileNetClassifier
-from .heads import SSDLiteAnchorGenerator, SSDLiteHead
+from .heads import DefaultBoxGenerator, SSDLiteAnchorGenerator, SSDLiteHead
 from .heads import LRASPPHead
 from .layers import (ConvNormAct, DepthwiseSeparable, InvertedResidual, PointwiseConv2d,
                      SqueezeExcite,
@@ -12,6 +12,6 @@ __all__ = [
     'ARCHS', 'Arch', 'Row', 'MobileNet', 'MobileNetV1', 'MobileNetV2', 'MobileNetV3',
     'MobileNetClassifier', 'ConvNormAct', 'DepthwiseSeparable', 'InvertedResidual',
     'PointwiseConv2d', 'SqueezeExcite', 'fuse_conv_bn', 'make_divisible',
-    'SSDLiteAnchorGenerator', 'SSDLiteHead', 'SSDLiteNeck',
+    'DefaultBoxGenerator', 'SSDLiteAnchorGenerator', 'SSDLiteHead', 'SSDLiteNeck',
     'LRASPPHead',
 ]

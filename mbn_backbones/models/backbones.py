@@ -40,6 +40,10 @@ class MobileNet(BaseModule):
             (-1: nothing frozen).
         norm_eval: keep norm layers in eval mode while training.
         with_cp: activation checkpointing in every block.
+        dilate_strided_block: where ``output_stride`` turns a stride into
+            dilation, the block that would have strided is dilated too
+            (torchvision's ``dilated=True``, which its trained LR-ASPP
+            needs); by default it keeps the previous rate, as DeepLab.
     """
 
     def __init__(self, arch: str | Arch, widen_factor: float = 1.0,
@@ -48,7 +52,8 @@ class MobileNet(BaseModule):
                  conv_cfg: dict | None = None, norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'), norm_eval: bool = False,
                  with_cp: bool = False, pretrained: str | None = None,
-                 init_cfg: dict | list | None = None, tail_divisor: int = 1):
+                 init_cfg: dict | list | None = None, tail_divisor: int = 1,
+                 dilate_strided_block: bool = False):
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('pass either pretrained or init_cfg, not both')
@@ -76,7 +81,8 @@ class MobileNet(BaseModule):
         self.deploy = False
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
-                                     conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor)
+                                     conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor,
+                                     dilate_strided_block)
         self.layer_names = [name for name, _ in layers]
         for name, layer in layers:
             self.add_module(name, layer)
@@ -165,6 +171,13 @@ class MobileNet(BaseModule):
         keep the input's layout."""
         return (not torch.is_grad_enabled() and not self.training and x.device.type == 'cpu'
                 and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+
+    def init_weights(self) -> None:
+        # torchvision:// and timm:// name ImageNet classifiers with their own
+        # keys: converted on load here (mmengine's loader would not convert)
+        from ..pretrained import init_from_named_checkpoint
+        if not init_from_named_checkpoint(self):
+            super().init_weights()
 
     def _freeze_stages(self) -> None:
         for name in self.layer_names[:self.frozen_stages + 1]:
