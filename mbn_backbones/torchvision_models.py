@@ -87,7 +87,7 @@ def convert_ssdlite(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Its feature extractor splits the backbone at C4's expansion:
     ``backbone.features.0`` holds the stem and blocks up to the expansion
     conv of block ``c4``, ``backbone.features.1`` the rest of that block
-    (as one module) and everything after it.
+    (one module) and everything after it.
     """
     first = [k for k in state if k.startswith('backbone.features.0.')]
     if not first:
@@ -103,9 +103,8 @@ def convert_ssdlite(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if part == 0:
             name = (f'features.{c4}.block.0.{tail}' if index == c4
                     else f'features.{index}.{tail}')
-        elif index == 0:   # the rest of block c4: its layers 1, 2, ... as 0, 1, ...
-            sub, _, tail = tail.partition('.')
-            name = f'features.{c4}.block.{int(sub) + 1}.{tail}'
+        elif index == 0:   # the rest of block c4 (a slice: it keeps the layers' indices)
+            name = f'features.{c4}.block.{tail}'
         else:
             name = f'features.{c4 + index}.{tail}'
         features[name] = value
