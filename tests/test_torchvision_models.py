@@ -400,10 +400,11 @@ def test_converter_names_keys_of_other_models(tmp_path):
     torch.save(state, src)
     with pytest.raises(ConversionError, match='head.extra_branch.weight'):
         convert_torchvision_model(str(src), str(tmp_path / 'out.pth'))
-    # a full-tail backbone (torchvision builds one when given ImageNet weights)
-    full_tail = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                              reduced_tail=False)
-    torch.save(full_tail.state_dict(), src)
-    with pytest.raises(ConversionError, match='shape mismatches'):
+    # the last conv of a full-tail backbone (torchvision builds one when given
+    # ImageNet weights): the config's reduced tail does not fit it
+    state = theirs.state_dict()
+    state['backbone.features.1.3.0.weight'] = torch.zeros(960, 160, 1, 1)
+    torch.save(state, src)
+    with pytest.raises(ConversionError, match=r'shape mismatches: features.16.0.weight'):
         convert_torchvision_model(str(src), str(tmp_path / 'out.pth'))
     assert not (tmp_path / 'out.pth').exists()
