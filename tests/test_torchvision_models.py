@@ -111,24 +111,18 @@ def relative_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     return ((ours - theirs).abs().max() / theirs.abs().max()).item()
 
 
-def convert(tv_model: nn.Module, tmp_path: Path, name: str) -> dict:
-    src, dst = tmp_path / f'{name}.pth', tmp_path / f'{name}_mbn.pth'
-    torch.save(tv_model.state_dict(), src)
-    convert_torchvision_model(str(src), str(dst))
-    return torch.load(dst, map_location='cpu', weights_only=True)
-
-
-def build(config: Path, scope: str, checkpoint: dict) -> nn.Module:
+def converted(theirs: nn.Module, config: Path, scope: str, tmp_dir: Path) -> nn.Module:
+    """Our model built from ``config`` with ``theirs``' weights, converted as
+    a user converts them (a torchvision state dict file in, a checkpoint out)."""
     from mmengine.registry import MODELS
-    cfg = Config.fromfile(config)
+    src, dst = tmp_dir / 'torchvision.pth', tmp_dir / 'mbn.pth'
+    torch.save(theirs.state_dict(), src)
+    convert_torchvision_model(str(src), str(dst))
     init_default_scope(scope)
-    model = MODELS.build(cfg.model)
-    model.load_state_dict(checkpoint['state_dict'], strict=True)
-    return model.eval()
+    ours = MODELS.build(Config.fromfile(config).model)
+    ours.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    return ours.eval()
 
-
-# --------------------------------------------------------------------------
-# SSDLite
 
 def silence_unused_ids(ssdlite: nn.Module, ids) -> None:
     """torchvision keeps the ten ids COCO does not use as classes of its own
@@ -148,8 +142,7 @@ COCO_IDS = Config.fromfile(SSDLITE_CONFIG).coco_category_ids
 def ssdlite_pair(tmp_path_factory):
     torch.manual_seed(0)
     theirs = random_batchnorm(ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None))
-    checkpoint = convert(theirs, tmp_path_factory.mktemp('ssdlite'), 'ssdlite')
-    return build(SSDLITE_CONFIG, 'mmdet', checkpoint), theirs
+    return converted(theirs, SSDLITE_CONFIG, 'mmdet', tmp_path_factory.mktemp('ssd')), theirs
 
 
 @pytest.fixture(scope='module')
@@ -157,8 +150,7 @@ def calibrated_ssdlite_pair(tmp_path_factory):
     theirs = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
     calibrated(theirs, calibration_images(0.5, 0.5))
     silence_unused_ids(theirs, COCO_IDS)
-    checkpoint = convert(theirs, tmp_path_factory.mktemp('ssdlite_calibrated'), 'ssdlite')
-    return build(SSDLITE_CONFIG, 'mmdet', checkpoint), theirs
+    return converted(theirs, SSDLITE_CONFIG, 'mmdet', tmp_path_factory.mktemp('ssd')), theirs
 
 
 def test_default_boxes_are_torchvisions_in_its_order():
@@ -315,16 +307,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def lraspp_pair(tmp_path_factory):
     torch.manual_seed(0)
     theirs = random_batchnorm(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None))
-    checkpoint = convert(theirs, tmp_path_factory.mktemp('lraspp'), 'lraspp')
-    return build(LRASPP_CONFIG, 'mmseg', checkpoint), theirs
+    return converted(theirs, LRASPP_CONFIG, 'mmseg', tmp_path_factory.mktemp('seg')), theirs
 
 
 @pytest.fixture(scope='module')
 def calibrated_lraspp_pair(tmp_path_factory):
     theirs = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
     calibrated(theirs, calibration_images(IMAGENET_MEAN, IMAGENET_STD, size=(360, 480)))
-    checkpoint = convert(theirs, tmp_path_factory.mktemp('lraspp_calibrated'), 'lraspp')
-    return build(LRASPP_CONFIG, 'mmseg', checkpoint), theirs
+    return converted(theirs, LRASPP_CONFIG, 'mmseg', tmp_path_factory.mktemp('seg')), theirs
 
 
 def test_lraspp_raw_outputs_equal_torchvisions(lraspp_pair):

@@ -5,45 +5,26 @@
 # images: expect another number). Weights from
 # tools/model_converters/torchvision_models2mbn.py; tests/test_torchvision_models.py
 # checks that the converted model gives torchvision's class maps.
-_base_ = ['../_base_/default_runtime_seg.py']
+_base_ = ['../_base_/models/lraspp_mobilenetv3-large.py', '../_base_/default_runtime_seg.py']
 
-# torchvision's ImageNet normalisation (its SemanticSegmentation preset)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255)
-# torchvision's mobilenet_v3_large(dilated=True): the full tail (no
-# reduction), output stride 16, and the block that would stride to 32 is
-# dilated too; LR-ASPP reads its feature 4 (the first stride-8 block, 40
-# channels) and the last conv (960)
+# The base's ImageNet normalisation is torchvision's too (its
+# SemanticSegmentation preset). Its backbone is mobilenet_v3_large(dilated=True):
+# the full tail (no reduction), output stride 16, and the block that would
+# stride to 32 dilated too; LR-ASPP reads its feature 4 (the first stride-8
+# block, 40 channels) and the last conv (960).
 low_index, high_index = 4, 16
 low_channels, high_channels = 40, 960
 model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='mbn_backbones.MobileNetV3',
-        arch='large',
-        output_stride=16,
+        reduced_tail=False,
         dilate_strided_block=True,
         out_indices=(low_index, high_index),
         norm_cfg=dict(type='BN', eps=0.001, momentum=0.01)),
     decode_head=dict(
-        type='mbn_backbones.LRASPPHead',
         in_channels=(low_channels, high_channels),
-        in_index=(0, 1),
-        channels=128,
         dropout_ratio=0.,   # torchvision's head has no dropout
         num_classes=21,
-        norm_cfg=dict(type='BN'),
-        act_cfg=dict(type='ReLU'),
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+        norm_cfg=dict(type='BN', eps=1e-5)))   # torchvision's BatchNorm2d defaults
 
 # torchvision evaluates at a shorter side of 520; mmseg scores at the original size
 test_pipeline = [
