@@ -398,3 +398,35 @@ def test_converter_names_keys_of_other_models(tmp_path):
     with pytest.raises(ConversionError, match=r'shape mismatches: features.16.0.weight'):
         convert_torchvision_model(str(src), str(tmp_path / 'out.pth'))
     assert not (tmp_path / 'out.pth').exists()
+
+
+# --------------------------------------------------------------------------
+# the converted configs also train
+
+def test_ssdlite_config_fine_tunes_one_iteration_on_coco128_and_evaluates(tmp_path):
+    import contextlib
+    import io
+
+    from mmengine.runner import Runner
+    coco128_images(1)
+    cfg = Config.fromfile(SSDLITE_CONFIG)
+    for key in ('train_dataloader', 'test_dataloader'):
+        loader = cfg[key]
+        loader.update(batch_size=2 if key == 'train_dataloader' else 1, num_workers=0,
+                      persistent_workers=False)
+        dataset = loader.dataset.get('dataset', loader.dataset)
+        dataset.update(data_root=str(COCO128) + '/', ann_file='annotations/instances_train.json',
+                       data_prefix=dict(img='images/'), indices=2 if 'train' in key else [0])
+    cfg.train_dataloader.dataset.times = 1
+    cfg.test_evaluator = dict(type='CocoMetric', metric='bbox',
+                              ann_file=str(COCO128 / 'annotations/instances_train.json'))
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
+    cfg.default_hooks.checkpoint = None
+    cfg.work_dir, cfg.log_level = str(tmp_path), 'WARNING'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 1
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = runner.test()
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
