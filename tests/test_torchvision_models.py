@@ -36,9 +36,7 @@ from torchvision.models.segmentation import lraspp_mobilenet_v3_large  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 SSDLITE_CONFIG = REPO / 'configs/torchvision/ssdlite320_mobilenetv3-large_torchvision_coco.py'
 LRASPP_CONFIG = REPO / 'configs/torchvision/lraspp_mobilenetv3-large_torchvision_voc12.py'
-COCO128 = REPO.parent / 'shared' / 'data' / 'coco128'
-if not COCO128.is_dir():
-    COCO128 = Path('/work/shared/data/coco128')
+COCO128 = REPO.parent / 'shared' / 'data' / 'coco128'   # as tests/conftest.py
 NUM_IMAGES = 6   # COCO128 images per test (the report ran all 128)
 
 
