@@ -428,3 +428,15 @@ def test_ssdlite_config_fine_tunes_one_iteration_on_coco128_and_evaluates(tmp_pa
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = runner.test()
     assert 0 <= metrics['coco/bbox_mAP'] <= 1
+
+
+def test_bad_default_box_and_label_map_arguments_are_named():
+    from mbn_backbones.models import SSDLiteHead
+    with pytest.raises(ValueError, match='one sequence per level: got 5 for 6 strides'):
+        DefaultBoxGenerator(strides=(16, 32, 64, 107, 160, 320), aspect_ratios=[[2, 3]] * 5)
+    channels = (672, 480, 512, 256, 256, 128)
+    with pytest.raises(ValueError, match='raw_classes and class_indices go together'):
+        SSDLiteHead(num_classes=80, in_channels=channels, raw_classes=91)
+    with pytest.raises(ValueError, match=r'80 distinct positions in \[0, 91\)'):
+        SSDLiteHead(num_classes=80, in_channels=channels, raw_classes=91,
+                    class_indices=list(COCO_IDS[:79]) + [91])
