@@ -145,11 +145,16 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
             state = load_local_checkpoint(path, map_location='cpu')
         except (pickle.UnpicklingError, CheckpointError) as e:  # refused or truncated pickle
             raise ConversionError(str(e).splitlines()[0]) from e
+    return unwrap_state_dict(state, path)
+
+
+def unwrap_state_dict(state, origin: str) -> dict[str, torch.Tensor]:
+    """The plain state dict in a loaded checkpoint (``origin`` names it in errors)."""
     for key in ('state_dict', 'model'):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConversionError(f'{path} does not hold a state dict of tensors')
+        raise ConversionError(f'{origin} does not hold a state dict of tensors')
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
     return state
@@ -245,8 +250,7 @@ def convert_checkpoint(src: str, dst: str, family: str, arch: str | None = None,
     if arch is not None and arch not in SOURCES[family]:
         raise ValueError(f'arch must be one of {sorted(SOURCES[family])} for {family}, '
                          f'got {arch!r}')
-    if osp.exists(dst) and not overwrite:
-        raise FileExistsError(f'{dst} exists; pass --overwrite to replace it')
+    refuse_overwrite(dst, overwrite)
     state = load_state_dict(src)
     if arch is None:
         source, result = detect_source(state, family, widen_factor)
@@ -258,8 +262,22 @@ def convert_checkpoint(src: str, dst: str, family: str, arch: str | None = None,
         'meta': {'converted_from': osp.basename(src), 'source': f'{family}.{source.name}',
                  'backbone': result.backbone, 'prefix': prefix},
     }
-    atomic_save(out, dst)  # a unique temporary file, fsynced, renamed; removed on failure
+    save_checkpoint(out, dst, overwrite)
     return result
+
+
+def refuse_overwrite(dst: str, overwrite: bool) -> None:
+    if osp.exists(dst) and not overwrite:
+        raise FileExistsError(f'{dst} exists; pass --overwrite to replace it')
+
+
+def save_checkpoint(checkpoint: dict, dst: str, overwrite: bool = False) -> None:
+    """Write ``checkpoint`` to ``dst`` whole or not at all (a temporary file
+    renamed over it), keeping an existing ``dst`` unless ``overwrite``."""
+    refuse_overwrite(dst, overwrite)
+    if osp.dirname(dst):
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+    atomic_save(checkpoint, dst)  # a unique temporary file, fsynced, renamed; removed on failure
 
 
 def cli_main(family: str, argv: list[str] | None = None) -> int:

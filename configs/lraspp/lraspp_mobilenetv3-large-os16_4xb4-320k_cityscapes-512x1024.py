@@ -4,6 +4,8 @@
 # The global-pooling gate works at any size, so both the whole-image test
 # below and sliding windows (test_cfg=dict(mode='slide', crop_size=crop_size,
 # stride=(341, 341))) are valid.
+# No ImageNet init: no released ImageNet MobileNetV3 has the reduced tail
+# (torchvision trains its reduced-tail SSDLite320 from scratch too).
 _base_ = [
     '../_base_/models/lraspp_mobilenetv3-large.py',
     '../_base_/datasets/cityscapes_512x1024.py',

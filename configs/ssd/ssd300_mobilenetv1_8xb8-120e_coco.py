@@ -1,3 +1,8 @@
+# ImageNet init, as the papers' models start from an ImageNet-trained
+# backbone: add to model.backbone
+#   init_cfg=dict(type='Pretrained', checkpoint='timm://mobilenetv1_100')
+# (fetched once into torch hub's cache and converted on load; left out
+# so that the config runs offline as written).
 _base_ = 'mmdet::ssd/ssd300_coco.py'
 custom_imports = dict(imports=['mbn_backbones'], allow_failed_imports=False)
 # mmdet's runtime, with our runner and checkpoint hook (docs/architecture.md)

@@ -1,3 +1,8 @@
+# ImageNet init, as the papers' models start from an ImageNet-trained
+# backbone: add to model.backbone
+#   init_cfg=dict(type='Pretrained', checkpoint='timm://mobilenetv1_100')
+# (fetched once into torch hub's cache and converted on load; left out
+# so that the config runs offline as written).
 _base_ = './ssdlite_mobilenetv2_8xb24-600e_coco.py'
 
 # SSDLite on MobileNetV1 (V2 paper, Table 6): conv11 (stride 16) and conv13

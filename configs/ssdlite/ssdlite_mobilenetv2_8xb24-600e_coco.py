@@ -1,3 +1,8 @@
+# ImageNet init, as the papers' models start from an ImageNet-trained
+# backbone: add to model.backbone
+#   init_cfg=dict(type='Pretrained', checkpoint='torchvision://mobilenet_v2')
+# (fetched once into torch hub's cache and converted on load; left out
+# so that the config runs offline as written).
 _base_ = [
     '../_base_/models/ssdlite_mobilenetv2.py',
     '../_base_/datasets/coco_detection.py',

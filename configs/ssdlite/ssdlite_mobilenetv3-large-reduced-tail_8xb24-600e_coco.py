@@ -1,3 +1,5 @@
+# No ImageNet init: no released ImageNet MobileNetV3 has the reduced tail
+# (torchvision trains its reduced-tail SSDLite320 from scratch too).
 _base_ = './ssdlite_mobilenetv3-large_8xb24-600e_coco.py'
 
 # V3 paper, section 6.1.1: for detection the layers between C4 and C5 keep

@@ -1,3 +1,8 @@
+# ImageNet init, as the papers' models start from an ImageNet-trained
+# backbone: add to model.backbone
+#   init_cfg=dict(type='Pretrained', checkpoint='torchvision://mobilenet_v3_small')
+# (fetched once into torch hub's cache and converted on load; left out
+# so that the config runs offline as written).
 _base_ = './ssdlite_mobilenetv2_8xb24-600e_coco.py'
 
 # SSDLite on MobileNetV3-Small (V3 paper, section 6.2): C4 is the expansion

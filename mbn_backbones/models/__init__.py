@@ -1,7 +1,7 @@
 from .arch import ARCHS, Arch, Row
 from .backbones import MobileNet, MobileNetV1, MobileNetV2, MobileNetV3
 from .classifier import MobileNetClassifier
-from .heads import SSDHead, SSDLiteAnchorGenerator, SSDLiteHead
+from .heads import DefaultBoxGenerator, SSDHead, SSDLiteAnchorGenerator, SSDLiteHead
 from .heads import LRASPPHead
 from .layers import (ConvNormAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite,
                      fuse_conv_bn, make_divisible)
@@ -11,6 +11,6 @@ __all__ = [
     'ARCHS', 'Arch', 'Row', 'MobileNet', 'MobileNetV1', 'MobileNetV2', 'MobileNetV3',
     'MobileNetClassifier', 'ConvNormAct', 'DepthwiseSeparable', 'InvertedResidual',
     'SqueezeExcite', 'fuse_conv_bn', 'make_divisible',
-    'SSDHead', 'SSDLiteAnchorGenerator', 'SSDLiteHead', 'SSDLiteNeck',
+    'DefaultBoxGenerator', 'SSDHead', 'SSDLiteAnchorGenerator', 'SSDLiteHead', 'SSDLiteNeck',
     'LRASPPHead',
 ]

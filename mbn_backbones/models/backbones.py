@@ -39,6 +39,10 @@ class MobileNet(BaseModule):
             (-1: nothing frozen).
         norm_eval: keep norm layers in eval mode while training.
         with_cp: activation checkpointing in every block.
+        dilate_strided_block: where ``output_stride`` turns a stride into
+            dilation, the block that would have strided is dilated too
+            (torchvision's ``dilated=True``, which its trained LR-ASPP
+            needs); by default it keeps the previous rate, as DeepLab.
         padding: ``'pytorch'`` (symmetric) or ``'tf_same'``: strided convs pad
             as TensorFlow's ``SAME`` (bottom/right), which the weights of
             Google's TF models need (:mod:`mbn_backbones.tflite`).
@@ -51,7 +55,7 @@ class MobileNet(BaseModule):
                  act_cfg: dict = dict(type='ReLU'), norm_eval: bool = False,
                  with_cp: bool = False, pretrained: str | None = None,
                  init_cfg: dict | list | None = None, tail_divisor: int = 1,
-                 padding: str = 'pytorch'):
+                 dilate_strided_block: bool = False, padding: str = 'pytorch'):
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('pass either pretrained or init_cfg, not both')
@@ -80,7 +84,7 @@ class MobileNet(BaseModule):
 
         layers, infos = build_layers(arch, widen_factor, output_stride, reduced_tail,
                                      conv_cfg, norm_cfg, act_cfg, with_cp, tail_divisor,
-                                     padding=padding)
+                                     dilate_strided_block, padding=padding)
         self.layer_names = [name for name, _ in layers]
         for name, layer in layers:
             self.add_module(name, layer)
@@ -152,6 +156,13 @@ class MobileNet(BaseModule):
             if (pos, False) in wanted:  # the others are freed as the next layer runs
                 found[(pos, False)] = x
         return tuple(found[tap] for tap in self._taps)
+
+    def init_weights(self) -> None:
+        # torchvision:// and timm:// name ImageNet classifiers with their own
+        # keys: converted on load here (mmengine's loader would not convert)
+        from ..pretrained import init_from_named_checkpoint
+        if not init_from_named_checkpoint(self):
+            super().init_weights()
 
     def _freeze_stages(self) -> None:
         for name in self.layer_names[:self.frozen_stages + 1]:

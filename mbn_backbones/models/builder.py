@@ -6,7 +6,9 @@ This is the only place that knows about widths, strides and dilation:
 - only the first block of a row strides;
 - once the running stride would pass ``output_stride``, the stride becomes
   dilation (the first block of that row keeps the previous dilation rate,
-  its successors use the new one, as in DeepLab's atrous conversion);
+  its successors use the new one, as in DeepLab's atrous conversion;
+  ``dilate_strided_block`` gives it the new rate too, as torchvision's
+  ``dilated=True`` MobileNetV3 does);
 - ``reduced_tail`` halves the rows marked ``in_tail`` (V3 paper, 6.1.1);
 - ``tail_divisor`` is mmseg's ``reduction_factor``, a different reduction:
   it divides the expansion and output widths of *every* ``in_tail`` row
@@ -45,7 +47,7 @@ def _row_act(row: Row, default_act_cfg: dict) -> dict:
 def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
                  reduced_tail: bool = False, conv_cfg=None, norm_cfg=dict(type='BN'),
                  act_cfg=dict(type='ReLU'), with_cp: bool = False, tail_divisor: int = 1,
-                 padding: str = 'pytorch'
+                 dilate_strided_block: bool = False, padding: str = 'pytorch'
                  ) -> tuple[list[tuple[str, nn.Module]], list[LayerInfo]]:
     """Build every layer of ``arch``: the stem, one layer per row, then the last conv."""
     if padding not in PADDINGS:
@@ -87,6 +89,8 @@ def build_layers(arch: Arch, widen_factor: float = 1.0, output_stride: int = 32,
             if stride > 1 and reduction * stride > output_stride:
                 dilation *= stride   # later blocks of this row see the new rate
                 stride = 1
+                if dilate_strided_block:
+                    block_dilation = dilation
             elif stride > 1:
                 reduction *= stride
             if j > 0:
