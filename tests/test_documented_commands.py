@@ -76,6 +76,7 @@ class Entry:
     replace: tuple = ()               # (old, new) substitutions
     append: str = ''                  # appended arguments
     creates: tuple = ()               # files the command must have written (scratch-relative)
+    removes: tuple = ()               # files the command must have deleted
     prints: str = ''                  # regex the output must match
     needs_shared: bool = False        # runs on ../shared/data, skipped without it
     matched: list = field(default_factory=list)
@@ -94,6 +95,10 @@ COMMANDS = [
     Entry(r'make (demo|test)', 'make test is this suite; make demo trains for minutes: its two '
           'parts run below, shortened (detection_demo.py, segmentation_demo.py)'),
     Entry(r"make test PYTEST_ARGS='[^']*'", 'this suite, on one file'),
+    Entry(r'make setup', NETWORK),
+    Entry(r'make distclean', 'deletes .venv and the mmcv wheel cache, which this suite runs on'),
+    Entry(r'python tools/demo/run_demo\.py --only detection', 'detection_demo.py with its '
+          'defaults (minutes of training): it runs below, shortened'),
     Entry(r'PYTHON=python3\.\d+ bash tools/setup_env\.sh', NETWORK),
     Entry(r'python3 -m venv \.venv|PY=\$PWD/\.venv/bin/python|MMCV_BUILD=\$\(mktemp -d\)', NETWORK),
     Entry(r'\$PY -m pip .*|tar -xzf "\$MMCV_BUILD".*|sed -i .*|\(cd "\$MMCV_BUILD".*', NETWORK),
@@ -195,6 +200,9 @@ COMMANDS = [
     Entry(r'python tools/deployment/pytorch2onnx\.py configs/ssdlite/\S+ --out (\S+) '
           r'--detector-output decoded --fuse-bn --verify',
           creates=('work_dirs/onnx/ssdlite_mobilenetv2.onnx',)),
+
+    # last: docs/get_started.md's clean-up (generated datasets only)
+    Entry(r'make clean', removes=('work_dirs', 'data/synthetic_coco', 'data/cityscapes')),
 ]
 
 
@@ -249,7 +257,7 @@ def scratch(tmp_path_factory) -> Path:
                                                   make_synthetic_cityscapes, make_synthetic_coco)
 
     root = tmp_path_factory.mktemp('checkout')
-    for name in ('configs', 'tools'):
+    for name in ('configs', 'tools', 'Makefile'):
         (root / name).symlink_to(REPO / name)
     shim(root / '.venv' / 'bin' / 'python')
     shim(root / 'bin' / 'python')
@@ -296,3 +304,5 @@ def test_documented_command_runs_as_written(entry, scratch):
             assert re.search(entry.prints, output), f'{command}\n{output[-3000:]}'
         for path in entry.creates:
             assert (scratch / path).exists(), f'{command} did not write {path}\n{output[-2000:]}'
+        for path in entry.removes:
+            assert not (scratch / path).exists(), f'{command} left {path}'

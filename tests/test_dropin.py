@@ -1,8 +1,10 @@
 """Our backbones as drop-ins for mmdet's ``MobileNetV2`` and mmseg's
 ``MobileNetV3``: their configs work after changing ``type`` (plus
 ``output_stride=8`` for mmseg's always-dilated V3), with the same layers,
-parameter count, output shapes and frozen parameters, and, given upstream's
-weights and BatchNorm statistics, the same outputs.
+parameter count, output shapes and frozen parameters. Given upstream's
+weights and BatchNorm statistics, ours computes mmdet's V2 outputs, and
+mmseg's V3 outputs up to its first dilated row (the two differences after
+it are recorded below, as tests expected to fail).
 
 The real upstream classes and the configs shipped inside the installed
 mmdet/mmseg packages are compared; nothing is mocked.
@@ -67,7 +69,9 @@ def load_theirs_into_ours(theirs: torch.nn.Module, ours: torch.nn.Module) -> Non
 def assert_same_outputs(theirs: torch.nn.Module, ours: torch.nn.Module, x: torch.Tensor) -> None:
     """With upstream's weights loaded, ours computes upstream's outputs."""
     load_theirs_into_ours(theirs, ours)
-    theirs_outs, ours_outs = theirs.eval()(x), ours.eval()(x)
+    theirs.eval()  # not ``theirs.eval()(x)``: mmdet's train() returns None
+    ours.eval()
+    theirs_outs, ours_outs = theirs(x), ours(x)
     if isinstance(theirs_outs, torch.Tensor):
         theirs_outs, ours_outs = [theirs_outs], [ours_outs]
     assert len(ours_outs) == len(theirs_outs)
@@ -153,6 +157,7 @@ def test_v2_mmdet_ssdlite_config_backbone_works_with_only_type_changed():
     assert eval_shapes(ours, x) == eval_shapes(theirs, x) == [(1, 96, 4, 4), (1, 1280, 2, 2)]
     # the config's neck reads these channels
     assert tuple(ours.out_channels) == tuple(cfg.model.neck.in_channels)
+    assert_same_outputs(theirs, ours, x)
 
 
 def test_v2_accepts_mmdets_remaining_arguments_with_the_same_effect():
@@ -200,7 +205,37 @@ def test_v3_at_output_stride_8_has_mmsegs_parameters_and_shapes(arch, num_indice
     assert ours_shapes == theirs_shapes
     assert ours_shapes[-1][2:] == (8, 12)          # output stride 8
     assert ours.out_channels == [s[1] for s in theirs_shapes]
-    assert_same_outputs(theirs, ours, x)
+
+
+# mmseg's V3 differs from ours (and from torchvision's, which ours follows)
+# in two ways that change the numbers but not the shapes or the weights:
+# its stride-2 convs pad TF-style (``Conv2dAdaptivePadding``: nothing above
+# and left, one below and right, on even sizes; the same as ours on odd
+# ones), and at output stride 8 it dilates the first block of each dilated
+# row too, where ours keeps the previous rate (DeepLab's atrous conversion).
+FIRST_DILATED_ROW = {'large': 7, 'small': 4}
+
+
+@pytest.mark.parametrize('arch,num_indices', [('large', 17), ('small', 13)])
+def test_v3_with_mmsegs_weights_computes_mmsegs_features_up_to_the_dilated_rows(arch,
+                                                                               num_indices):
+    indices = tuple(range(FIRST_DILATED_ROW[arch]))
+    theirs, ours = build_pair(MMSEG_MODELS, dict(type='MobileNetV3', arch=arch,
+                                                 out_indices=indices),
+                              'mbn_backbones.MobileNetV3', output_stride=8)
+    # odd sizes at every stride-2 conv: TF's padding is symmetric there, like ours
+    assert_same_outputs(theirs, ours, torch.randn(1, 3, 65, 97))
+
+
+@pytest.mark.xfail(strict=True, reason="mmseg pads stride-2 convs TF-style and dilates the "
+                                       "first block of a dilated row; ours does neither")
+@pytest.mark.parametrize('arch,size', [('large', (64, 96)), ('large', (65, 97)),
+                                       ('small', (64, 96))])
+def test_v3_with_mmsegs_weights_computes_all_of_mmsegs_features(arch, size):
+    theirs, ours = build_pair(MMSEG_MODELS, dict(type='MobileNetV3', arch=arch, out_indices=(
+        FIRST_DILATED_ROW[arch] - 1, FIRST_DILATED_ROW[arch], -1)),
+        'mbn_backbones.MobileNetV3', output_stride=8)
+    assert_same_outputs(theirs, ours, torch.randn(1, 3, *size))
 
 
 @pytest.mark.parametrize('arch,last_channels', [('large', 960), ('small', 576)])
@@ -257,11 +292,9 @@ def test_mmseg_lraspp_config_runs_with_our_backbone(config, size):
     assert isinstance(ours.backbone, MobileNetV3)
     assert param_layout(ours) == param_layout(theirs)
     x = torch.randn(1, 3, size, size)
-    load_theirs_into_ours(theirs, ours)
+    load_theirs_into_ours(theirs, ours)  # mmseg's segmentor's weights load into ours
     with torch.no_grad():
         logits, theirs_logits = ours._forward(x), theirs._forward(x)
     # logits at the stride of the first tapped layer (2), before the resize
     assert logits.shape == theirs_logits.shape == (1, 19, size // 2, size // 2)
-    # with mmseg's weights, mmseg's logits: our backbone is mmseg's, layer for layer
-    torch.testing.assert_close(logits, theirs_logits, rtol=1e-4,
-                               atol=1e-4 * float(theirs_logits.abs().max()))
+    assert torch.isfinite(logits).all()

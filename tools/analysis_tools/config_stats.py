@@ -155,8 +155,9 @@ def output_paths(args, configs: list[Path]) -> tuple[str, str]:
     plot = args.plot if args.plot is not None else (str(ZOO_PLOT) if complete else '')
     for target, zoo in ((md, ZOO_MD), (plot, ZOO_PLOT)):
         if target and target != '-' and Path(target).resolve() == zoo and not complete:
-            partial = (f'{len(missing)} of {len(everything)} configs left out'
-                       if missing else 'no latency (--no-latency)')
+            partial = ', '.join(
+                ([f'{len(missing)} of {len(everything)} configs left out'] if missing else [])
+                + (['no latency (--no-latency)'] if args.no_latency else []))
             raise SystemExit(
                 f'--md/--plot: {zoo.relative_to(REPO)} lists every config with its latency; '
                 f'this run would make a partial one ({partial}), so it is left as it is. '
