@@ -112,15 +112,18 @@ COMMANDS = [
           append=' --num-train 8 --num-val 4',
           creates=('data/synthetic_coco/annotations/instances_val2017.json',)),
     Entry(r'python tools/train\.py configs/ssdlite/ssdlite_mobilenetv3-large_synthetic\.py',
-          creates=('work_dirs/ssdlite_mobilenetv3-large_synthetic/epoch_10.pth',)),
+          append=ONE_EPOCH,
+          creates=('work_dirs/ssdlite_mobilenetv3-large_synthetic/epoch_1.pth',)),
     Entry(r'python tools/test\.py configs/ssdlite/ssdlite_mobilenetv3-large_synthetic\.py '
-          r'work_dirs/ssdlite_mobilenetv3-large_synthetic/epoch_10\.pth', prints=r'bbox_mAP_50: '),
+          r'work_dirs/ssdlite_mobilenetv3-large_synthetic/epoch_10\.pth',
+          replace=(('epoch_10', 'epoch_1'),), prints=r'bbox_mAP_50: '),
     Entry(r'python tools/demo/image_demo\.py data/synthetic_coco/val2017/\d+\.jpg '
           r'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic\.py '
           r'work_dirs/ssdlite_mobilenetv3-large_synthetic/epoch_10\.pth --out (\S+)',
-          creates=('demo_out/first_detections.jpg',)),
+          replace=(('epoch_10', 'epoch_1'),), creates=('demo_out/first_detections.jpg',)),
     Entry(r'python tools/train\.py CONFIG --resume',
-          replace=(('CONFIG', 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'),)),
+          replace=(('CONFIG', 'configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py'),),
+          append=ONE_EPOCH, prints=r'[Rr]esumed? .*epoch_1\.pth|epoch_1\.pth'),
 
     # configs/ssdlite/README.md and README.md (COCO layout: tiny generated stand-in)
     Entry(rf'python tools/train\.py {re.escape(SSDLITE_COCO)}', append=ONE_EPOCH,
