@@ -110,10 +110,13 @@ def test_train_tool_refuses_a_loop_option_of_the_other_kind_before_writing(tmp_p
                                                                            option, hint):
     train = load_tool('train')
     key = option.split('=')[0]
-    with pytest.raises(SystemExit, match=rf'{key} not taken by \w+TrainLoop, which takes .*'
+    with pytest.raises(SystemExit, match=rf': {key} not taken by \w+TrainLoop, which takes .*'
                                          rf'nothing was written.*{hint}'):
         train.main([str(config), '--work-dir', str(tmp_path / 'w'), '--cfg-options', option])
     assert not (tmp_path / 'w').exists()
+    # the option the message suggests passes the same check
+    args = train.parse_args([str(config), '--cfg-options', hint])
+    train.check_train_loop_options(train.build_cfg(args), str(config))
 
 
 # ---------------------------------------------------------------------------

@@ -270,7 +270,7 @@ def scratch(tmp_path_factory) -> Path:
 
     # COCO's layout and class names (the first four), shapes for pictures
     coco = root / 'data' / 'coco'
-    make_synthetic_coco(coco, SyntheticCocoSpec(num_train=4, num_val=2))
+    make_synthetic_coco(coco, SyntheticCocoSpec(num_train=3, num_val=2))
     for split in ('train', 'val'):
         ann = coco / 'annotations' / f'instances_{split}2017.json'
         data = json.loads(ann.read_text())

@@ -107,10 +107,12 @@ def check_train_loop_options(cfg, config_path):
     from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
     loop_cfg = dict(cfg.get('train_cfg') or {})
+    # configs inherited with ``mmdet::`` carry the registry scope of their dicts
+    scope = loop_cfg.pop('_scope_', None) or cfg.get('default_scope')
     if 'type' in loop_cfg:
         loop_type = loop_cfg.pop('type')
         if isinstance(loop_type, str):
-            with LOOPS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+            with LOOPS.switch_scope_and_registry(scope) as registry:
                 loop_cls = registry.get(loop_type)
             if loop_cls is None:
                 raise SystemExit(f'[train] {config_path}: train_cfg.type {loop_type!r} is not '
