@@ -13,6 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large-os16_1xb8-20k_camvid-360x480.py'
 CAMVID_TRAIN_IDS = {0, 1, 2, 4, 5, 7, 8, 10, 11, 12, 13, 255}
 VAL_FRAMES = 4
+# 3 iterations (mIoU 0.013) do not beat the majority class (0.026); TRAIN_ITERS do
+TRAIN_ITERS = 30
 MARGIN = 1.5
 
 
@@ -45,16 +47,16 @@ def test_lraspp_trained_on_converted_camvid_beats_the_majority_class(camvid_root
         loader.dataset.data_root = str(out)
         loader.num_workers = 0
         loader.persistent_workers = False
-    cfg.train_dataloader.batch_size = 2
+    cfg.train_dataloader.batch_size = 4
     cfg.train_dataloader.dataset.pipeline[3].crop_size = (180, 240)  # RandomCrop
     cfg.model.data_preprocessor.size = (180, 240)
     cfg.val_dataloader.dataset.indices = VAL_FRAMES  # the first ones, full size
-    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 3
-    cfg.param_scheduler[0].end = 3
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = TRAIN_ITERS
+    cfg.param_scheduler[0].end = 5
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1000)
     cfg.work_dir = str(tmp_path / 'work')
     cfg.log_level = 'WARNING'
-    cfg.randomness = dict(seed=0)  # 3 iterations: the crops decide whether anything is learnt
+    cfg.randomness = dict(seed=0)  # few iterations: the crops decide how much is learnt
 
     runner = Runner.from_cfg(cfg)
     runner.train()
