@@ -49,18 +49,20 @@ def parse_args(argv=None):
     return args
 
 
-def majority_baseline_miou(data_root: Path) -> tuple[float, int]:
-    """mIoU (over the classes present in val) of predicting the train split's most frequent class."""
+def majority_baseline_miou(data_root: Path, num_val: int | None = None) -> tuple[float, int]:
+    """mIoU (over the classes present in val) of predicting the train split's
+    most frequent class; ``num_val``: only the first val frames, in the
+    dataset's (sorted) order, as ``val_dataloader.dataset.indices`` takes them."""
     import numpy as np
     from PIL import Image
 
-    def histogram(split):
+    def histogram(split, limit=None):
         counts = np.zeros(256, dtype=np.int64)
-        for f in sorted((data_root / 'gtFine' / split).rglob('*_labelTrainIds.png')):
+        for f in sorted((data_root / 'gtFine' / split).rglob('*_labelTrainIds.png'))[:limit]:
             counts += np.bincount(np.asarray(Image.open(f)).ravel(), minlength=256)
         return counts
 
-    train, val = histogram('train')[:19], histogram('val')[:19]
+    train, val = histogram('train')[:19], histogram('val', num_val)[:19]
     majority = int(train.argmax())
     present = val > 0
     # IoU of the majority class = its val pixels / all labelled val pixels; others 0

@@ -99,6 +99,26 @@ def test_train_tool_stops_on_a_config_typo_before_building(tmp_path):
     assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.parametrize('config,option,hint', [
+    (DET_CONFIG, 'train_cfg.max_iters=100', 'train_cfg.max_epochs=1'),
+    (REPO / 'configs' / 'ssd' / 'ssd300_mobilenetv2_8xb8-120e_coco.py', 'train_cfg.max_iters=100',
+     'train_cfg.max_epochs=1'),
+    (REPO / 'configs' / 'lraspp' / 'lraspp_mobilenetv3-large_synthetic.py',
+     'train_cfg.max_epochs=1', 'train_cfg.max_iters=20'),
+])
+def test_train_tool_refuses_a_loop_option_of_the_other_kind_before_writing(tmp_path, config,
+                                                                           option, hint):
+    train = load_tool('train')
+    key = option.split('=')[0]
+    with pytest.raises(SystemExit, match=rf': {key} not taken by \w+TrainLoop, which takes .*'
+                                         rf'nothing was written.*{hint}'):
+        train.main([str(config), '--work-dir', str(tmp_path / 'w'), '--cfg-options', option])
+    assert not (tmp_path / 'w').exists()
+    # the option the message suggests passes the same check
+    args = train.parse_args([str(config), '--cfg-options', hint])
+    train.check_train_loop_options(train.build_cfg(args), str(config))
+
+
 # ---------------------------------------------------------------------------
 # work dirs and --resume
 

@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -47,3 +48,23 @@ def test_config_stats_times_plain_and_fused_and_plots(tmp_path):
     assert rows[0]['latency_ms'] > 0 and rows[0]['latency_fused_ms'] > 0
     assert Image.open(plot).size[0] > 400
     assert 'CPU ms, fused' in (tmp_path / 'zoo.md').read_text()
+
+
+def test_a_partial_run_never_rewrites_the_model_zoo_page(tmp_path, capsys):
+    zoo = REPO / 'docs' / 'model_zoo.md'
+    before = zoo.read_bytes()
+    config = str(REPO / 'configs' / 'ssdlite' / 'ssdlite_mobilenetv3-small_8xb24-600e_coco.py')
+    # the help's example, without --md: the table is printed, the page left alone
+    rows = config_stats.main(['--configs', config, '--no-latency', '--quiet'])
+    assert len(rows) == 1
+    out = capsys.readouterr().out
+    assert '| [ssdlite_mobilenetv3-small_8xb24-600e_coco]' in out and 'wrote' not in out
+    # named explicitly, the page is refused before anything is measured
+    for argv in (['--md', str(zoo)], ['--md', str(tmp_path / 'zoo.md'), '--plot',
+                                      str(REPO / 'docs' / 'model_zoo_latency.png')]):
+        with pytest.raises(SystemExit, match=r'docs/model_zoo.* partial one \(\d+ of \d+ configs '
+                                             r'left out, no latency'):
+            config_stats.main(['--configs', config, '--no-latency', '--quiet'] + argv)
+    with pytest.raises(SystemExit, match=r'partial one \(\d+ of \d+ configs left out\)'):
+        config_stats.main(['--configs', config, '--md', str(zoo), '--quiet'])
+    assert zoo.read_bytes() == before

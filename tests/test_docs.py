@@ -75,14 +75,39 @@ def test_user_guide_config_snippet_builds_and_runs(block, scratch_repo):
         assert backbone.init_cfg['type'] == 'Pretrained'
 
 
+def with_random_batchnorm(cls):
+    """``cls`` whose instances come with random BatchNorm statistics and affine
+    parameters: freshly built ones (mean 0, var 1, weight 1, bias 0) would let
+    a fold that drops or misplaces them go unnoticed."""
+    from test_converters import randomise_norms
+
+    def build(*args, **kwargs):
+        return randomise_norms(cls(*args, **kwargs)).train()
+    return build
+
+
 @pytest.mark.parametrize('block', PLAIN_SNIPPETS)
-def test_user_guide_python_snippet_runs(block, capsys):
-    exec(compile(block, 'user_guide.md', 'exec'), {})
+def test_user_guide_python_snippet_runs(block, capsys, monkeypatch):
+    import mbn_backbones.models
+    monkeypatch.setattr(mbn_backbones.models, 'MobileNetV3',
+                        with_random_batchnorm(mbn_backbones.models.MobileNetV3))
+    scope = {}
+    exec(compile(block, 'user_guide.md', 'exec'), scope)
     printed = capsys.readouterr().out
     if 'out_channels' in block:
         assert '[672, 960] [16, 32]' in printed
-    if 'switch_to_deploy' in block:
+    if 'switch_to_deploy' in block or 'freeze_for_cpu' in block:
+        # the snippet prints the largest difference; check it and the outputs themselves
+        backbone, x = scope['backbone'], scope['x']
+        with torch.no_grad():
+            if 'freeze_for_cpu' in block:
+                before, after = backbone(x)[0], scope['frozen'](x)[0]
+            else:
+                before, after = scope['before'], scope['after']
+                assert backbone.deploy
         assert float(printed.strip()) < 1e-3
+        assert before.abs().max() > 0.1
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * float(before.abs().max()))
 
 
 def tools_named_in_docs() -> list[str]:
@@ -131,3 +156,20 @@ def test_get_started_patches_mmcv_like_setup_env():
             .replace('mmcv==2.1.0', 'mmcv==$MMCV_VERSION') in setup
     for target in ('demo', 'test', 'clean', 'distclean'):
         assert re.search(rf'^{target}:', (REPO / 'Makefile').read_text(), re.M)
+
+
+def test_speed_ratios_quoted_in_the_docs_are_those_of_benchmarks_readme():
+    """A ratio (``1.5×``, ``2.3–7.3×``) in README.md, docs/ or a config family's
+    README must be one benchmarks/README.md reports, so that a new benchmark
+    run cannot leave older, hand-copied figures behind. docs/model_zoo.md is
+    config_stats.py's output and states its own measurements."""
+    benchmarks = (REPO / 'benchmarks' / 'README.md').read_text()
+    docs = [REPO / 'README.md', *(d for d in sorted(DOCS.glob('*.md')) if d.name != 'model_zoo.md'),
+            *sorted((REPO / 'configs').glob('*/README.md'))]
+    quoted = {}
+    for doc in docs:
+        for figure in re.findall(r'(?<![\w.])(\d+\.\d+(?:–\d+\.\d+)?×)', doc.read_text()):
+            quoted.setdefault(figure, []).append(str(doc.relative_to(REPO)))
+    assert '1.0×' in quoted  # the targets, at least, are quoted
+    missing = {f: where for f, where in quoted.items() if f not in benchmarks}
+    assert not missing, f'ratios not in benchmarks/README.md: {missing}'

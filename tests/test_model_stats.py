@@ -98,6 +98,18 @@ def test_madds_scale_with_the_input_area():
     assert row['madds'] == pytest.approx(290e6, rel=0.03)
 
 
+def test_another_input_size_is_an_extra_column_and_the_ratios_stay_at_224(capsys):
+    tool = load_tool()
+    assert tool.main(['--models', 'MobileNetV1 1.0', '--input-size', '160']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ['model', 'params', 'MAdds', 'MAdds', '@160']
+    v1 = next(line for line in lines if line.startswith('MobileNetV1 1.0 '))
+    # ours at 224 beside the paper's 224 figure (569M, ratio 0.9995), then ours
+    # at 160 (the V1 paper's Table 7 has 290M for 1.0 MobileNet-160)
+    assert v1.split()[2:] == ['4.232M', '568.7M', '290.7M', '4.2M', '569M', '1.008', '1.000']
+    assert 'MAdds and ratios at 224x224' in '\n'.join(lines)
+
+
 def test_unknown_model_filter_lists_the_names(capsys):
     assert load_tool().main(['--models', 'V4']) == 2
     err = capsys.readouterr().err

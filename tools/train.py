@@ -9,7 +9,11 @@ examples:
     python tools/train.py CONFIG
     python tools/train.py CONFIG --resume                # latest checkpoint in the work dir
     python tools/train.py CONFIG --resume PATH.pth
-    python tools/train.py CONFIG --cfg-options train_cfg.max_iters=100
+    # a short run: SSD/SSDLite configs train by epoch, LR-ASPP ones by iteration
+    python tools/train.py configs/ssdlite/ssdlite_mobilenetv3-large_synthetic.py \
+        --cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1
+    python tools/train.py configs/lraspp/lraspp_mobilenetv3-large_synthetic.py \
+        --cfg-options train_cfg.max_iters=20 train_cfg.val_interval=20
     tools/dist_train.sh CONFIG 2                         # two processes with torchrun
 """
 import argparse
@@ -55,6 +59,54 @@ def build_cfg(args):
     return cfg
 
 
+def check_train_loop_options(cfg, config_path):
+    """Refuse train_cfg keys the config's training loop does not take.
+
+    mmengine builds the loop only when training starts, after the Runner has
+    created the work dir and its log; ``train_cfg.max_iters`` given to an
+    epoch-based config (every SSD/SSDLite one) would fail there, with a
+    TypeError and a half-made work dir. This check mirrors
+    ``Runner.build_train_loop`` and raises SystemExit before anything is written.
+    """
+    import inspect
+
+    from mmengine.registry import LOOPS
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    loop_cfg = dict(cfg.get('train_cfg') or {})
+    # configs inherited with ``mmdet::`` carry the registry scope of their dicts
+    scope = loop_cfg.pop('_scope_', None) or cfg.get('default_scope')
+    if 'type' in loop_cfg:
+        loop_type = loop_cfg.pop('type')
+        if isinstance(loop_type, str):
+            with LOOPS.switch_scope_and_registry(scope) as registry:
+                loop_cls = registry.get(loop_type)
+            if loop_cls is None:
+                raise SystemExit(f'[train] {config_path}: train_cfg.type {loop_type!r} is not '
+                                 f'a registered training loop; nothing was written.')
+        else:
+            loop_cls = loop_type
+    else:
+        loop_cls = EpochBasedTrainLoop if loop_cfg.pop('by_epoch', False) else IterBasedTrainLoop
+    params = inspect.signature(loop_cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    taken = [name for name in params if name not in ('self', 'runner', 'dataloader')]
+    unknown = [key for key in loop_cfg if key not in params]
+    if not unknown:
+        return
+    hint = ''
+    if 'max_iters' in unknown and 'max_epochs' in taken:
+        hint = (' This config trains by epoch: for a short run give '
+                '--cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1.')
+    elif 'max_epochs' in unknown and 'max_iters' in taken:
+        hint = (' This config trains by iteration: for a short run give '
+                '--cfg-options train_cfg.max_iters=20 train_cfg.val_interval=20.')
+    raise SystemExit(
+        f'[train] {config_path}: train_cfg.{", train_cfg.".join(unknown)} not taken by '
+        f'{loop_cls.__name__}, which takes {", ".join(taken)}; nothing was written.{hint}')
+
+
 def check_work_dir(cfg, args):
     """Keep one run per work dir; point --resume at a checkpoint that exists.
 
@@ -92,6 +144,7 @@ def main(argv=None):
     args = parse_args(argv)
     quiet_upstream_noise()
     cfg = build_cfg(args)
+    check_train_loop_options(cfg, args.config)
     check_work_dir(cfg, args)
     build_runner(cfg, args, 'train').train()
 

@@ -23,8 +23,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, work_dir_help: str) ->
              'else ./work_dirs/<config file name without .py>')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override config entries, e.g. train_cfg.max_iters=10 '
-             'optim_wrapper.optimizer.lr=0.01; lists as key="[a,b]"')
+        help='override config entries, e.g. train_cfg.max_epochs=1 (SSD, SSDLite) or '
+             'train_cfg.max_iters=10 (LR-ASPP), optim_wrapper.optimizer.lr=0.01; lists '
+             'as key="[a,b]"; tools/train.py refuses train_cfg keys the training loop '
+             'does not take before anything is written')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',

@@ -13,8 +13,12 @@ size), batch 1:
   NMS) on the CPU with --threads threads, as built and with BatchNorm folded
   into the convs (mbn_backbones.deployment.fuse_batchnorm), and their ratio.
 
+docs/model_zoo.md and its plot list every config with its latency, so only a
+run over every config with latency rewrites them; any other run prints its
+table (or writes it where --md says) and leaves them as they are.
+
 examples:
-    python tools/analysis_tools/config_stats.py
+    python tools/analysis_tools/config_stats.py                 # rewrites docs/model_zoo.md
     python tools/analysis_tools/config_stats.py --configs configs/ssdlite --no-latency
     python tools/analysis_tools/config_stats.py --json work_dirs/config_stats.json --repeats 10
 """
@@ -32,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+ZOO_MD = REPO / 'docs' / 'model_zoo.md'
+ZOO_PLOT = REPO / 'docs' / 'model_zoo_latency.png'
 
 
 def parse_args(argv=None):
@@ -40,11 +46,14 @@ def parse_args(argv=None):
     parser.add_argument('--configs', nargs='+', default=['configs'],
                         help='config files or folders (searched recursively, _base_ '
                              'excluded; default: configs)')
-    parser.add_argument('--md', default='docs/model_zoo.md',
-                        help='markdown table to write (default docs/model_zoo.md; "" for none)')
-    parser.add_argument('--plot', default='docs/model_zoo_latency.png',
-                        help='latency plot to write (default docs/model_zoo_latency.png; '
-                             '"" for none)')
+    parser.add_argument('--md',
+                        help='markdown table to write ("-": print it; "" for none). Default: '
+                             'docs/model_zoo.md for a run over every config with latency, '
+                             'else print it; a partial table never replaces docs/model_zoo.md')
+    parser.add_argument('--plot',
+                        help='latency plot to write ("" for none). Default: '
+                             'docs/model_zoo_latency.png for a run over every config with '
+                             'latency, else none')
     parser.add_argument('--json', help='also write the measurements as JSON')
     parser.add_argument('--no-latency', action='store_true', help='count only, do not time')
     parser.add_argument('--repeats', type=int, default=5,
@@ -132,6 +141,28 @@ def measure(config: Path, latency: bool, repeats: int, warmup: int) -> dict:
         row['latency_fused_ms'] = median_ms(model._forward, x, repeats, warmup)
         row['fused_speedup'] = row['latency_ms'] / row['latency_fused_ms']
     return row
+
+
+def output_paths(args, configs: list[Path]) -> tuple[str, str]:
+    """Where the table and the plot go. The model-zoo page and plot are
+    rewritten only by a complete run (every config, with latency): a partial
+    one would silently drop the other families' rows or the latency columns
+    from a tracked doc."""
+    everything = {c.resolve() for c in find_configs([REPO / 'configs'])}
+    missing = everything - {c.resolve() for c in configs}
+    complete = not missing and not args.no_latency
+    md = args.md if args.md is not None else (str(ZOO_MD) if complete else '-')
+    plot = args.plot if args.plot is not None else (str(ZOO_PLOT) if complete else '')
+    for target, zoo in ((md, ZOO_MD), (plot, ZOO_PLOT)):
+        if target and target != '-' and Path(target).resolve() == zoo and not complete:
+            partial = ', '.join(
+                ([f'{len(missing)} of {len(everything)} configs left out'] if missing else [])
+                + (['no latency (--no-latency)'] if args.no_latency else []))
+            raise SystemExit(
+                f'--md/--plot: {zoo.relative_to(REPO)} lists every config with its latency; '
+                f'this run would make a partial one ({partial}), so it is left as it is. '
+                f'Write elsewhere (--md work_dirs/zoo.md) or print the table (--md -).')
+    return md, plot
 
 
 def cpu_name() -> str:
@@ -227,6 +258,7 @@ def main(argv=None):
     quiet_upstream_noise()
     torch.set_num_threads(args.threads)
     configs = find_configs(args.configs)
+    md, plot_path = output_paths(args, configs)
     rows = []
     for config in tqdm(configs, desc='configs', disable=args.quiet):
         rows.append(measure(config.resolve(), not args.no_latency, args.repeats, args.warmup))
@@ -240,13 +272,15 @@ def main(argv=None):
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
             json.dump(dict(meta=meta, configs=rows), f, indent=1)
-    if args.md:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(markdown(rows, meta))
-        print(f'wrote {args.md}')
-    if args.plot and not args.no_latency:
-        plot(rows, args.plot)
-        print(f'wrote {args.plot}')
+    if md == '-':
+        print(markdown(rows, meta))
+    elif md:
+        Path(md).parent.mkdir(parents=True, exist_ok=True)
+        Path(md).write_text(markdown(rows, meta))
+        print(f'wrote {md}')
+    if plot_path and not args.no_latency:
+        plot(rows, plot_path)
+        print(f'wrote {plot_path}')
     return rows
 
 

@@ -5,6 +5,10 @@ backbones and counts as the papers do (conv and fully connected MAdds of
 one 224x224 image). The paper figures and their sources are the data table
 ``mbn_backbones.utils.paper_figures.CLASSIFIERS``.
 
+The papers' MAdds are for 224x224 inputs, so the ratios always compare our
+count at 224 with them; --input-size adds a column with our count at that
+size (about (size/224)^2 of the 224 count).
+
 examples:
     python tools/analysis_tools/model_stats.py
     python tools/analysis_tools/model_stats.py --json work_dirs/model_stats.json
@@ -19,10 +23,14 @@ import os.path as osp
 import sys
 from typing import Iterable
 
+PAPER_INPUT_SIZE = 224  # the papers' MAdds (V1 Table 6, V2 Table 4, V3 Table 3)
+
 
 def classifier_stats(figures: Iterable | None = None, input_size: int = 224,
                      num_classes: int = 1000) -> list[dict]:
-    """One dict per figure: ours (params, madds), the paper's, their ratios."""
+    """One dict per figure: ours (params, madds at ``input_size``), the
+    paper's, and the ratios, which compare like with like: our MAdds at 224
+    (``madds_224``), the size the papers counted at, with the paper's."""
     import torch
 
     from mbn_backbones.models import MobileNetClassifier
@@ -34,29 +42,38 @@ def classifier_stats(figures: Iterable | None = None, input_size: int = 224,
         with torch.device('cpu'):
             model = MobileNetClassifier(dict(fig.backbone), num_classes=num_classes)
         params = count_params(model)
-        madds = count_madds(model, (1, 3, input_size, input_size))
+        madds_224 = count_madds(model, (1, 3, PAPER_INPUT_SIZE, PAPER_INPUT_SIZE))
+        madds = (madds_224 if input_size == PAPER_INPUT_SIZE
+                 else count_madds(model, (1, 3, input_size, input_size)))
         rows.append(dict(
-            name=fig.name, params=params, madds=madds,
+            name=fig.name, params=params, madds=madds, input_size=input_size,
+            madds_224=madds_224,
             paper_params=fig.params, paper_madds=fig.madds, paper_top1=fig.top1,
-            params_ratio=params / fig.params, madds_ratio=madds / fig.madds,
+            params_ratio=params / fig.params, madds_ratio=madds_224 / fig.madds,
             source=fig.source, note=fig.note, backbone=dict(fig.backbone)))
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain-text table; ratios are ours / paper."""
-    header = ('model', 'params', 'MAdds', 'paper params', 'paper MAdds',
-              'params ratio', 'MAdds ratio', 'note')
-    lines = [(r['name'], f'{r["params"] / 1e6:.3f}M', f'{r["madds"] / 1e6:.1f}M',
-              f'{r["paper_params"] / 1e6:.1f}M', f'{r["paper_madds"] / 1e6:.0f}M',
-              f'{r["params_ratio"]:.3f}', f'{r["madds_ratio"]:.3f}', r['note'])
+    """A plain-text table; ratios are ours / paper, both at 224x224."""
+    size = rows[0].get('input_size', PAPER_INPUT_SIZE) if rows else PAPER_INPUT_SIZE
+    other = size != PAPER_INPUT_SIZE
+    header = ('model', 'params', 'MAdds') + ((f'MAdds @{size}',) if other else ()) + (
+        'paper params', 'paper MAdds', 'params ratio', 'MAdds ratio', 'note')
+    lines = [(r['name'], f'{r["params"] / 1e6:.3f}M', f'{r["madds_224"] / 1e6:.1f}M')
+             + ((f'{r["madds"] / 1e6:.1f}M',) if other else ())
+             + (f'{r["paper_params"] / 1e6:.1f}M', f'{r["paper_madds"] / 1e6:.0f}M',
+                f'{r["params_ratio"]:.3f}', f'{r["madds_ratio"]:.3f}', r['note'])
              for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    fmt = '  '.join(f'{{:{"<" if i in (0, 7) else ">"}{w}}}' for i, w in enumerate(widths))
+    left = (0, len(header) - 1)
+    fmt = '  '.join(f'{{:{"<" if i in left else ">"}{w}}}' for i, w in enumerate(widths))
     out = [fmt.format(*header), fmt.format(*('-' * w for w in widths))]
     out += [fmt.format(*line) for line in lines]
     sources = sorted({r['source'] for r in rows})
-    out += ['', 'paper figures: ' + '; '.join(sources)]
+    out += ['', f'MAdds and ratios at {PAPER_INPUT_SIZE}x{PAPER_INPUT_SIZE}, the papers\' '
+                f'input size' + (f'; MAdds @{size}: ours at {size}x{size}' if other else ''),
+            'paper figures: ' + '; '.join(sources)]
     return '\n'.join(line.rstrip() for line in out)
 
 
@@ -64,7 +81,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--input-size', type=int, default=224,
-                        help='square input side for the MAdd count (default: %(default)s)')
+                        help='square input side of an extra MAdds column (default: '
+                             '%(default)s); the ratios stay at 224, the papers\' size')
     parser.add_argument('--json', metavar='FILE',
                         help='also write the rows as JSON to FILE')
     parser.add_argument('--models', nargs='+', metavar='TEXT',
