@@ -17,6 +17,7 @@ not use is reported.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
 from dataclasses import dataclass, field
