@@ -111,7 +111,7 @@ COMMANDS = [
           prints=r'(?m)^ok$'),
 
     # a first checkpoint without COCO (docs/get_started.md)
-    Entry(r'python tools/dataset_converters/make_synthetic_coco\.py',
+    Entry(r'python tools/demo/synthetic_data\.py coco --out data/synthetic_coco',
           append=' --num-train 8 --num-val 4',
           creates=('data/synthetic_coco/annotations/instances_val2017.json',)),
     Entry(r'python tools/train\.py configs/ssdlite/ssdlite_mobilenetv3-large_synthetic\.py',
@@ -167,9 +167,9 @@ COMMANDS = [
     Entry(rf'bash tools/dist_train\.sh {re.escape(LRASPP_CITYSCAPES)} 4',
           replace=((' 4', ' 1'),), append=' --work-dir work_dirs/dist_lraspp' + ONE_ITER,
           creates=('work_dirs/dist_lraspp/iter_1.pth',)),
-    Entry(rf'python tools/test\.py {re.escape(LRASPP_CITYSCAPES)} work_dirs/\.\.\./iter_320000\.pth',
-          replace=(('work_dirs/.../iter_320000.pth', 'work_dirs/lraspp_mobilenetv3-large-os16_4xb4-'
-                    '320k_cityscapes-512x1024/iter_1.pth'),), prints=r'mIoU'),
+    Entry(rf'python tools/test\.py {re.escape(LRASPP_CITYSCAPES)} work_dirs/lraspp_mobilenetv3-'
+          r'large-os16_4xb4-320k_cityscapes-512x1024/iter_320000\.pth',
+          replace=(('iter_320000', 'iter_1'),), prints=r'mIoU'),
     Entry(r'python tools/test\.py CONFIG CHECKPOINT --cfg-options model\.test_cfg\.mode=slide .*',
           replace=(('CONFIG', LRASPP_CITYSCAPES),
                    ('CHECKPOINT', 'work_dirs/lraspp_mobilenetv3-large-os16_4xb4-320k_cityscapes-'
@@ -178,11 +178,19 @@ COMMANDS = [
           append=' --data-root data/synthetic_cityscapes --work-dir work_dirs/segmentation_demo '
                  '--out-dir demo_out/segmentation --iters 2 --min-miou 0 --num-images 1',
           prints=r'mIoU'),
-    Entry(r'python tools/dataset_converters/camvid\.py \S*camvid --out data/camvid_cityscapes',
-          replace=(('../shared/data', '{shared}'),), needs_shared=True,
+    Entry(r'python tools/dataset_converters/camvid\.py path/to/CamVid --out data/camvid_cityscapes',
+          replace=(('path/to/CamVid', '{shared}/camvid'),), needs_shared=True,
           creates=('data/camvid_cityscapes/gtFine/val',)),
 
     # docs/user_guide.md
+    Entry(r'python -c "from torchvision\.models import (detection as d|segmentation as s); .*"', NETWORK),
+    Entry(r'python tools/model_converters/torchvision_models2mbn\.py ~/\.cache/torch/hub/checkpoints/\S+ '
+          r'checkpoints/\S+', "needs torchvision's published weights (network); "
+          'tests/test_torchvision_models.py converts torchvision models with random weights'),
+    Entry(r'python tools/test\.py configs/torchvision/\S+ checkpoints/\S+',
+          'needs COCO val2017 or Pascal VOC 2012 and the converted published weights'),
+    Entry(r'python tools/model_converters/tflite2mbn\.py \.\./shared/weights/tflite/\S+ checkpoints/ .*',
+          'tests/test_tflite.py runs this converter on the same file (skipped without ../shared)'),
     Entry(r'python -c "import torch, torchvision; torch\.save\(torchvision\.models\.'
           r'mobilenet_v3_large\(weights=\'IMAGENET1K_V1\'\)\.state_dict\(\), '
           r'\'mobilenet_v3_large\.pth\'\)"',

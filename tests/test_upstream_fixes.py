@@ -544,7 +544,7 @@ def test_dist_train_of_an_lraspp_config_runs_on_cpu(tmp_path):
     import os
     import socket
 
-    from mbn_backbones.datasets import SyntheticCityscapesSpec, make_synthetic_cityscapes
+    from synthetic_data import SyntheticCityscapesSpec, make_synthetic_cityscapes
     root = tmp_path / 'cityscapes'
     make_synthetic_cityscapes(root, SyntheticCityscapesSpec(height=128, width=256, num_train=4,
                                                             num_val=2))
