@@ -270,7 +270,11 @@ def write_tiny_coco(root: Path, num_train: int = 3, num_val: int = 2) -> None:
     import numpy as np
     from PIL import Image
 
-    categories = [dict(id=i + 1, name=n) for i, n in enumerate(('person', 'bicycle', 'car'))]
+    from mmdet.datasets import CocoDataset
+
+    # every COCO category, as the real file lists them (our checked dataset
+    # refuses a config class the file does not have)
+    categories = [dict(id=i + 1, name=n) for i, n in enumerate(CocoDataset.METAINFO['classes'])]
     rng = np.random.default_rng(0)
     for split, count in (('train', num_train), ('val', num_val)):
         (root / f'{split}2017').mkdir(parents=True)
