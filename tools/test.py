@@ -12,7 +12,8 @@ examples:
 import argparse
 import os.path as osp
 
-from mbn_backbones.engine.launch import add_common_arguments, build_runner, load_config, parse
+from mbn_backbones.engine.launch import (add_common_arguments, build_runner, close_process_group,
+                                         load_config, parse)
 from mbn_backbones.utils import quiet_upstream_noise
 
 
@@ -114,6 +115,7 @@ def main(argv=None):
             dump = DumpResults(out_file_path=args.out)
         runner.test_evaluator.metrics.append(dump)
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

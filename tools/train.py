@@ -19,7 +19,8 @@ examples:
 import argparse
 import os.path as osp
 
-from mbn_backbones.engine.launch import add_common_arguments, build_runner, load_config, parse
+from mbn_backbones.engine.launch import (add_common_arguments, build_runner, close_process_group,
+                                         load_config, parse)
 from mbn_backbones.utils import quiet_upstream_noise
 
 
@@ -147,6 +148,7 @@ def main(argv=None):
     check_train_loop_options(cfg, args.config)
     check_work_dir(cfg, args)
     build_runner(cfg, args, 'train').train()
+    close_process_group()
 
 
 if __name__ == '__main__':

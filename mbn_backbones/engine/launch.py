@@ -168,3 +168,18 @@ def adapt_to_cpu_distributed(cfg, launcher):
                      f'{torch.distributed.get_world_size()}, LOCAL_RANK '
                      f'{os.environ.get("LOCAL_RANK")}) without torch.cuda.set_device')
     return notes
+
+
+def close_process_group() -> None:
+    """End a distributed run cleanly.
+
+    mmengine 0.10.7 never destroys the process group it creates; at
+    interpreter exit gloo's threads are then torn down in no fixed order, and
+    a rank can abort with "terminate called without an active exception"
+    after the work is done (seen in two-process CPU runs).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
