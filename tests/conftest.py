@@ -4,6 +4,7 @@ The real datasets live outside the repository, in ``../shared/data`` (see its
 README): tests that need them ask for ``coco128_root`` or ``camvid_root`` and
 are skipped, with the path they looked at, where the data is absent.
 """
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,19 @@ def coco128_root(shared_data: Path) -> Path:
 def camvid_root(shared_data: Path) -> Path:
     """SegNet's 11-class CamVid: ``train/``, ``trainannot/``, ``val/``, ``valannot/``."""
     return _existing(shared_data / 'camvid', 'CamVid')
+
+
+class CodeMarker:
+    """Unpickles to a shell command that creates ``path``: what a crafted
+    checkpoint would run. ``path`` existing afterwards means code ran."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.path}',)
+
+
+@pytest.fixture
+def code_marker(tmp_path) -> CodeMarker:
+    return CodeMarker(tmp_path / 'code_ran')

@@ -168,23 +168,11 @@ def test_moved_work_dir_resumes_from_its_own_copy(used_work_dir, tmp_path):
 # ---------------------------------------------------------------------------
 # checkpoints
 
-class Marker:
-    """Unpickles to a call of os.system that would create a file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        import os
-        return os.system, (f'touch {self.path}',)
-
-
 @pytest.fixture
-def crafted_checkpoint(tmp_path):
-    marker = tmp_path / 'code_ran'
+def crafted_checkpoint(tmp_path, code_marker):
     path = tmp_path / 'crafted.pth'
-    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=dict(note=Marker(marker))), path)
-    return path, marker
+    torch.save(dict(state_dict={'w': torch.zeros(1)}, meta=dict(note=code_marker)), path)
+    return path, code_marker.path
 
 
 def test_crafted_pickle_checkpoint_is_refused_and_runs_nothing(crafted_checkpoint):

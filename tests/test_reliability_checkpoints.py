@@ -307,19 +307,14 @@ def run_test_tool(tmp_path):
     return run
 
 
-def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(run_test_tool, tmp_path):
-    marker = tmp_path / 'code_ran'
-
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f'touch {marker}',)
-
+def test_test_tool_refuses_a_crafted_checkpoint_and_runs_none_of_it(run_test_tool, tmp_path,
+                                                                    code_marker):
     checkpoint = tmp_path / 'epoch_12.pth'
-    torch.save({'state_dict': {}, 'meta': {'x': Payload()}}, checkpoint)
+    torch.save({'state_dict': {}, 'meta': {'x': code_marker}}, checkpoint)
     with pytest.raises(SystemExit, match=rf'refused to load checkpoint {checkpoint}: it asks for '
                                          r'posix.system.*Nothing from the file was executed'):
         run_test_tool(checkpoint)
-    assert not marker.exists()
+    assert not code_marker.path.exists()
 
 
 def test_test_tool_refuses_a_checkpoint_of_another_model(run_test_tool, tmp_path):

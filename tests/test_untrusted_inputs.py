@@ -412,16 +412,10 @@ def torchvision_checkpoint(tmp_path):
     return path
 
 
-def test_converter_refuses_a_crafted_pickle_in_one_line(tmp_path, capsys):
+def test_converter_refuses_a_crafted_pickle_in_one_line(tmp_path, capsys, code_marker):
     from mbn_backbones.converters import ConversionError, cli_main, convert_checkpoint
-    marker = tmp_path / 'code_ran'
-
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f'touch {marker}',)
-
     src = tmp_path / 'mobilenet_v2.pth'
-    torch.save({'state_dict': {'features.0.0.weight': Payload()}}, src)
+    torch.save({'state_dict': {'features.0.0.weight': code_marker}}, src)
     with pytest.raises(ConversionError) as err:
         convert_checkpoint(str(src), str(tmp_path / 'out.pth'), 'torchvision')
     assert '\n' not in str(err.value)
@@ -429,7 +423,7 @@ def test_converter_refuses_a_crafted_pickle_in_one_line(tmp_path, capsys):
     assert cli_main('torchvision', [str(src), str(tmp_path / 'out.pth')]) == 1
     stderr = capsys.readouterr().err
     assert stderr.count('\n') == 1 and f'refused to load checkpoint {src}' in stderr
-    assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+    assert not code_marker.path.exists() and not (tmp_path / 'out.pth').exists()
 
 
 def test_converter_names_a_truncated_checkpoint(torchvision_checkpoint, tmp_path):
