@@ -17,7 +17,6 @@ not use is reported.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import pickle
 from dataclasses import dataclass, field
@@ -276,9 +275,9 @@ def save_checkpoint(checkpoint: dict, dst: str, overwrite: bool = False) -> None
     """Write ``checkpoint`` to ``dst`` whole or not at all (a temporary file
     renamed over it), keeping an existing ``dst`` unless ``overwrite``."""
     refuse_overwrite(dst, overwrite)
-    if osp.dirname(dst):
-        os.makedirs(osp.dirname(dst), exist_ok=True)
-    atomic_save(checkpoint, dst)  # a unique temporary file, fsynced, renamed; removed on failure
+    # a unique temporary file in dst's folder (created if needed), fsynced,
+    # renamed; removed on failure
+    atomic_save(checkpoint, dst)
 
 
 def cli_main(family: str, argv: list[str] | None = None) -> int:

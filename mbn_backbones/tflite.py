@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .engine.checkpoint import atomic_save
 from .models.arch import ARCHS
 from .models.builder import build_layers
 from .models.classifier import MobileNetClassifier
@@ -888,26 +889,6 @@ def tflite_classifier(path: str, padding: str = 'tf_same') -> MobileNetClassifie
 # ---------------------------------------------------------------------------
 # Checkpoints and the command line (tools/model_converters/tflite2mbn.py)
 
-def _save_atomic(obj, dst: str) -> None:
-    """Write next to ``dst`` and rename over it: a reader never sees half a file."""
-    import os
-    import tempfile
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(dst)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the checkpoint from others
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def checkpoints(result: TFLiteImport) -> tuple[dict, dict]:
     """(backbone checkpoint, classifier checkpoint) of an import, each a
     ``state_dict`` and a ``meta`` with the config that loads it."""
@@ -964,8 +945,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 1
     backbone_ckpt, classifier_ckpt = checkpoints(result)
-    _save_atomic(backbone_ckpt, backbone_dst)
-    _save_atomic(classifier_ckpt, classifier_dst)
+    atomic_save(backbone_ckpt, backbone_dst)  # each whole or not at all, umask permissions
+    atomic_save(classifier_ckpt, classifier_dst)
     print(f'found: {result.describe()}')
     print(f'wrote {backbone_dst} ({len(backbone_ckpt["state_dict"])} tensors) and '
           f'{classifier_dst} ({len(classifier_ckpt["state_dict"])} tensors)')
