@@ -4,6 +4,7 @@ Each defect is shown twice: mmdet's or mmengine's own component still fails
 (so these tests notice when upstream fixes it), ours works on the same real
 path.
 """
+import ast
 import copy
 import itertools
 import pickle
@@ -81,6 +82,26 @@ print('checked', len(before))
 print('changed', changed)
 print('added', added)
 '''
+
+
+SAFE_GLOBALS_PROBE = """
+import torch
+before = set(torch.serialization.get_safe_globals())
+import mbn_backbones
+added = set(torch.serialization.get_safe_globals()) - before
+print(sorted(f'{g.__module__}.{g.__qualname__}' for g in added))
+"""
+
+
+def test_import_adds_no_safe_global_of_its_own():
+    """Only torch's own classes join the allowlist, registered by torch when
+    the upstream packages we import load ``torch.distributed.tensor`` and
+    ``torch._dynamo``; nothing of mmengine's, numpy's or ours."""
+    proc = subprocess.run([sys.executable, '-c', SAFE_GLOBALS_PROBE], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    added = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert all(name.startswith('torch.') for name in added), added
 
 
 def test_import_changes_no_attribute_of_mmdet_mmseg_mmengine_or_torch():
