@@ -61,39 +61,16 @@ def build_cfg(args):
 
 
 def check_train_loop_options(cfg, config_path):
-    """Refuse train_cfg keys the config's training loop does not take.
+    """Refuse, before anything is written, train_cfg keys the config's training
+    loop does not take: ``train_cfg.max_iters`` given to an epoch-based config
+    (every SSD/SSDLite one) would otherwise fail with a TypeError once the
+    Runner has made the work dir."""
+    from mbn_backbones.engine.config_check import ConfigError, train_loop_arguments
 
-    mmengine builds the loop only when training starts, after the Runner has
-    created the work dir and its log; ``train_cfg.max_iters`` given to an
-    epoch-based config (every SSD/SSDLite one) would fail there, with a
-    TypeError and a half-made work dir. This check mirrors
-    ``Runner.build_train_loop`` and raises SystemExit before anything is written.
-    """
-    import inspect
-
-    from mmengine.registry import LOOPS
-    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
-
-    loop_cfg = dict(cfg.get('train_cfg') or {})
-    # configs inherited with ``mmdet::`` carry the registry scope of their dicts
-    scope = loop_cfg.pop('_scope_', None) or cfg.get('default_scope')
-    if 'type' in loop_cfg:
-        loop_type = loop_cfg.pop('type')
-        if isinstance(loop_type, str):
-            with LOOPS.switch_scope_and_registry(scope) as registry:
-                loop_cls = registry.get(loop_type)
-            if loop_cls is None:
-                raise SystemExit(f'[train] {config_path}: train_cfg.type {loop_type!r} is not '
-                                 f'a registered training loop; nothing was written.')
-        else:
-            loop_cls = loop_type
-    else:
-        loop_cls = EpochBasedTrainLoop if loop_cfg.pop('by_epoch', False) else IterBasedTrainLoop
-    params = inspect.signature(loop_cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    taken = [name for name in params if name not in ('self', 'runner', 'dataloader')]
-    unknown = [key for key in loop_cfg if key not in params]
+    try:
+        loop_cls, unknown, taken = train_loop_arguments(cfg)
+    except ConfigError as e:
+        raise SystemExit(f'[train] {config_path}: {e}; nothing was written.')
     if not unknown:
         return
     hint = ''

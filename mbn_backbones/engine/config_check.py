@@ -74,6 +74,40 @@ def unknown_arguments(cfg, root: str = '') -> list:
     return problems
 
 
+def train_loop_arguments(cfg):
+    """``(loop class, train_cfg keys it does not take, the keys it takes)``.
+
+    mmengine builds the training loop only when training starts, after the
+    Runner has created the work dir; this resolves the loop as
+    ``Runner.build_train_loop`` does, so a tool can refuse a key first. A loop
+    taking ``**kwargs`` takes everything.
+
+    Raises:
+        ConfigError: ``train_cfg.type`` names no registered loop.
+    """
+    from mmengine.registry import LOOPS
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    loop_cfg = dict(cfg.get('train_cfg') or {})
+    # configs inherited with ``mmdet::`` carry the registry scope of their dicts
+    scope = loop_cfg.pop('_scope_', None) or cfg.get('default_scope')
+    loop_type = loop_cfg.pop('type', None)
+    if loop_type is None:
+        loop_cls = EpochBasedTrainLoop if loop_cfg.pop('by_epoch', False) else IterBasedTrainLoop
+    elif isinstance(loop_type, str):
+        with LOOPS.switch_scope_and_registry(scope) as registry:
+            loop_cls = registry.get(loop_type)
+        if loop_cls is None:
+            raise ConfigError(f'train_cfg.type {loop_type!r} is not a registered training loop')
+    else:
+        loop_cls = loop_type
+    names = _accepted(loop_cls)
+    if names is None:
+        return loop_cls, [], []
+    taken = [name for name in names if name not in ('runner', 'dataloader')]
+    return loop_cls, [key for key in loop_cfg if key not in names], taken
+
+
 def check_config(cfg) -> None:
     """Raise :class:`ConfigError` listing every unknown argument of our classes in ``cfg``."""
     problems = unknown_arguments(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
