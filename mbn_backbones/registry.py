@@ -24,3 +24,4 @@ DATASETS = _scoped(_root.DATASETS, 'mbn_backbones.datasets')
 HOOKS = _scoped(_root.HOOKS, 'mbn_backbones.engine')
 # configs name our runner with runner_type='mbn_backbones.Runner'
 RUNNERS = _scoped(_root.RUNNERS, 'mbn_backbones.engine')
+METRICS = _scoped(_root.METRICS, 'mbn_backbones.evaluation')
