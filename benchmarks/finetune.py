@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ class _FileBacked:
 
 def curve_and_speed_hooks(work_dir: Path, metric_keys: tuple[str, ...]):
     """Two hooks: one records the chosen validation metrics at each
-    evaluation (``curve.json``), one the training time and images of each
+    evaluation (``curve.json``), one the images and seconds of each training
     iteration after the first two (``speed.json``). Both survive a resume."""
     from mmengine.hooks import Hook
 
@@ -129,11 +130,11 @@ def curve_and_speed_hooks(work_dir: Path, metric_keys: tuple[str, ...]):
             self.curve.value = [p for p in self.curve.value if p['iter'] <= runner.iter]
 
         def after_val_epoch(self, runner, metrics=None):
-            if not metrics:
-                return
-            short = {k.split('/', 1)[-1]: float(v) for k, v in metrics.items()}
+            short = {k.split('/', 1)[-1]: float(v) for k, v in (metrics or {}).items()}
             point = dict(iter=runner.iter, **{k: v for k, v in short.items()
                                               if k in metric_keys or k.startswith('IoU.')})
+            if not metrics:  # e.g. CocoMetric when nothing was detected: it scores 0
+                point.update(dict.fromkeys(metric_keys, 0.0), nothing_predicted=True)
             self.curve.value = [p for p in self.curve.value if p['iter'] != runner.iter]
             self.curve.value.append(point)
             self.curve.save()
@@ -142,7 +143,7 @@ def curve_and_speed_hooks(work_dir: Path, metric_keys: tuple[str, ...]):
         priority = 'VERY_LOW'
 
         def before_train(self, runner):
-            self.speed = _FileBacked(work_dir / 'speed.json', dict(seconds=0.0, images=0))
+            self.speed = _FileBacked(work_dir / 'speed.json', dict(iterations=[]))
             self.first = runner.iter
 
         def before_train_iter(self, runner, batch_idx, data_batch=None):
@@ -150,8 +151,8 @@ def curve_and_speed_hooks(work_dir: Path, metric_keys: tuple[str, ...]):
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             if runner.iter - self.first > 2:  # warm-up iterations left out
-                self.speed.value['seconds'] += time.perf_counter() - self.start
-                self.speed.value['images'] += len(data_batch['inputs'])
+                self.speed.value['iterations'].append(
+                    [len(data_batch['inputs']), time.perf_counter() - self.start])
 
         def after_train(self, runner):
             self.speed.save()
@@ -216,11 +217,9 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
     if not curve or curve[-1]['iter'] != args.iters:
         raise RuntimeError(f'[{name}] no evaluation at iteration {args.iters}: '
                            'the train loop must validate at its last iteration')
-    speed = speed_hook.speed.value
     result = dict(
         name=name, signature=signature, curve=curve, final=curve[-1],
-        train_images_per_s=round(speed['images'] / speed['seconds'], 2)
-        if speed['seconds'] else None,
+        train_images_per_s=images_per_s(speed_hook.speed.value['iterations']),
         train_seconds_this_run=round(seconds, 1),
         checkpoint=str(work_dir / f'iter_{args.iters}.pth'),
         config=str(work_dir / 'config.py'),
@@ -229,6 +228,16 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
         keep[name] = runner.model
     result_file.write_text(json.dumps(result, indent=1) + '\n')
     return result
+
+
+def images_per_s(iterations: list[list[float]]) -> float | None:
+    """Training images/s from ``[images, seconds]`` per iteration: the images
+    of a full batch over the median iteration time, which a burst of other
+    load on a shared machine moves least."""
+    if not iterations:
+        return None
+    batch = max(images for images, _ in iterations)
+    return round(batch / statistics.median(seconds for _, seconds in iterations), 2)
 
 
 def load_trained(result: dict):
