@@ -85,15 +85,15 @@ def check_checkpoint_fits(runner, checkpoint):
 
     from mmengine.model import is_model_wrapper
 
-    from mbn_backbones.engine import CheckpointError, check_state_dict_matches, load_local_checkpoint
+    from mbn_backbones.engine import CheckpointError, check_state_dict_matches, read_checkpoint
 
-    if '://' in checkpoint:
-        return
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
-        check_state_dict_matches(model, load_local_checkpoint(checkpoint, map_location='cpu'),
+        # a URL is read from torch hub's cache, hash checked (mmengine's own
+        # loader would unpickle it with weights_only=False)
+        check_state_dict_matches(model, read_checkpoint(checkpoint, map_location='cpu'),
                                  checkpoint)
-    except (CheckpointError, pickle.UnpicklingError) as e:
+    except (CheckpointError, pickle.UnpicklingError, ValueError) as e:
         raise SystemExit(f'[test] {e}')
 
 

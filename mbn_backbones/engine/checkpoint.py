@@ -8,6 +8,10 @@
   exactly the non-tensor types mmengine's checkpoints hold
   (:func:`mmengine_checkpoint_globals`) for the duration of that load only,
   and turns torch's errors into ones that name the file and say what to do.
+- :func:`read_checkpoint` does the same for URLs and model-zoo names, through
+  :func:`download_checkpoint` (torch hub's cache, written atomically); files
+  whose names carry a SHA-256 prefix (:func:`published_hash_prefix`) are
+  checked against it before they are unpickled.
 - :func:`check_state_dict_matches` lists missing, unexpected and wrong-shape
   keys before a checkpoint is evaluated.
 - :func:`existing_checkpoints` is what ``tools/train.py`` looks at before it
@@ -18,13 +22,18 @@ save and load through these; nothing here changes mmengine or torch.
 """
 import contextlib
 import errno
+import hashlib
+import http.client
 import io
 import os
 import os.path as osp
 import pickle
 import re
 import tempfile
+import urllib.error
+import urllib.request
 from typing import Iterable, Mapping, Optional
+from urllib.parse import urlparse
 
 import torch
 
@@ -39,6 +48,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint whose keys or shapes do not fit the model."""
+
+
+class CheckpointHashError(CheckpointError):
+    """A checkpoint whose SHA-256 does not start with the digits its name carries."""
 
 
 def _fsync_dir(folder: str) -> None:
@@ -91,7 +104,8 @@ def remove_leftovers(folder: str) -> list:
     return removed
 
 
-def _atomic_write(path: str, write, what: str) -> None:
+def _atomic_write(path: str, write, what: str, verify=None) -> None:
+    # verify(temporary path) runs before the file gets its name; raising there keeps it out
     path = osp.abspath(osp.expanduser(str(path)))
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -103,6 +117,8 @@ def _atomic_write(path: str, write, what: str) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -233,45 +249,202 @@ def checkpoint_safe_globals():
         HistoryBuffer._statistics_methods.update(statistics)
 
 
+# torch hub's rule for the files it downloads (torch.hub.HASH_REGEX): the hex
+# digits after a '-' and before a '.' of the URL's file name start the file's
+# SHA-256, as torchvision and OpenMMLab publish them ('mobilenet_v2-b0353104.pth',
+# '..._20210629_110627-974d9307.pth').
+URL_HASH_RE = torch.hub.HASH_REGEX
+# A local file is held to its name only when named as those are published: 8 or
+# more hex digits after its last '-' (torch hub's "first eight or more digits"),
+# so that 'ssdlite-1.pth' or 'run-2a.pth' are not taken for hashes.
+LOCAL_HASH_RE = re.compile(r'-([a-f0-9]{8,})\.[^-]*$')
+
+
+def published_hash_prefix(filename: str) -> Optional[str]:
+    """The start of the SHA-256 that the name of ``filename`` carries, or None.
+
+    For a URL (``://``), torch hub's rule on the file name of its path: the
+    hex digits between the first ``-`` followed by hex digits and a ``.``
+    (``https://.../mobilenet_v2-b0353104.pth``: ``b0353104``). For a local
+    path, 8 or more hex digits between the file name's last ``-`` and its
+    extension (``ssdlite_..._110627-974d9307.pth``: ``974d9307``).
+    """
+    filename = str(filename)
+    if '://' in filename:
+        found = URL_HASH_RE.search(osp.basename(urlparse(filename).path))
+    else:
+        found = LOCAL_HASH_RE.search(osp.basename(filename))
+    return found.group(1) if found and found.group(1) else None
+
+
+def _sha256_of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_hash(sha256: str, expected: str, filename: str, kept: str) -> None:
+    if sha256.startswith(expected):
+        return
+    raise CheckpointHashError(
+        f'checkpoint {filename} is not the file its name stands for: the name carries the '
+        f'SHA-256 prefix {expected}, the file\'s SHA-256 starts with '
+        f'{sha256[:len(expected)]} ({sha256}). It is damaged, incomplete or another file, '
+        f'and was not loaded; {kept}')
+
+
 def load_local_checkpoint(filename: str, map_location=None):
     """Load a checkpoint file with ``weights_only=True``, explaining failures.
 
     A pickle that would import or call anything beyond tensors, containers and
     :func:`mmengine_checkpoint_globals` is refused before any of it runs; the
-    error names the file and the global it asked for.
+    error names the file and the global it asked for. A file named as
+    published checkpoints are (:func:`published_hash_prefix`) is loaded only
+    when its SHA-256 starts with those digits.
 
     Raises:
         FileNotFoundError: ``filename`` does not exist.
         pickle.UnpicklingError: the file asks for code to run.
+        CheckpointHashError: the file's SHA-256 is not the one its name carries.
         CheckpointError: the file is empty, truncated or not a checkpoint.
     """
     filename = osp.expanduser(str(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(errno.ENOENT, f'checkpoint file not found: {filename}', filename)
+    expected = published_hash_prefix(filename)
+    if expected:
+        _check_hash(_sha256_of_file(filename), expected, filename,
+                    "the file is left as it is. If the digits after the last '-' of its name "
+                    'are not a hash, rename the file')
     return _load_explained(filename, filename, osp.getsize(filename), map_location)
 
 
-def read_checkpoint(filename: str, map_location=None, backend_args: Optional[dict] = None):
-    """:func:`load_local_checkpoint` for a path; for a URI (``https://``,
-    ``s3://`` ...) the same after reading its bytes with mmengine's file
-    backends. mmengine's own loaders for URLs go through ``torch.hub``, which
-    unpickles with ``weights_only=False``.
+def download_checkpoint(url: str) -> str:
+    """The copy of the checkpoint at ``url`` (http, https) in torch hub's cache.
+
+    Where ``torch.hub`` and mmengine keep it
+    (``$TORCH_HOME/hub/checkpoints/<file name>``); downloaded when absent.
+    The download gets that name only once it is complete (written as
+    :func:`atomic_save` writes), its SHA-256 starts with the prefix the URL's
+    file name carries (:func:`published_hash_prefix`), and it loads with
+    ``weights_only=True``: a hostile file is not left in the cache for torch
+    hub to unpickle later. A copy already there is hash checked each time; one
+    that fails is left as it is.
 
     Raises:
-        ValueError: a model-zoo name (``torchvision://``, ``open-mmlab://``),
-            which has no file backend; resolve it to its URL.
+        CheckpointHashError: the download, or the cached copy, has another SHA-256.
+        pickle.UnpicklingError: the download asks for code to run.
+        CheckpointError: the download failed or is not a torch checkpoint.
+    """
+    name = osp.basename(urlparse(url).path)
+    if not name:
+        raise CheckpointError(f'checkpoint URL {url} names no file')
+    path = osp.join(torch.hub.get_dir(), 'checkpoints', name)
+    expected = published_hash_prefix(url)
+    if osp.isfile(path):
+        if expected:
+            _check_hash(_sha256_of_file(path), expected, f'{path} (cached copy of {url})',
+                        'the cached copy is left as it is: delete it to download it again')
+        return path
+
+    def fetch(f):
+        digest = hashlib.sha256()
+        request = urllib.request.Request(url, headers={'User-Agent': 'mbn_backbones'})
+        try:
+            with urllib.request.urlopen(request) as response:
+                for block in iter(lambda: response.read(1 << 20), b''):
+                    digest.update(block)
+                    f.write(block)
+        except (urllib.error.URLError, http.client.HTTPException) as e:
+            raise CheckpointError(f'cannot download checkpoint {url}: {e}') from e
+        if expected:
+            _check_hash(digest.hexdigest(), expected, url, f'nothing was saved as {path}')
+
+    def loads(tmp):
+        _load_explained(tmp, url, osp.getsize(tmp), 'cpu')
+
+    from mmengine.logging import print_log
+    print_log(f'downloading {url} to {path}', logger='current')
+    _atomic_write(path, fetch, 'checkpoint', verify=loads)
+    return path
+
+
+# mmengine's model-zoo names (its CheckpointLoader schemes that stand for a URL)
+ZOO_SCHEMES = ('torchvision://', 'modelzoo://', 'open-mmlab://', 'openmmlab://', 'mmcls://')
+
+
+def model_zoo_url(filename: str) -> Optional[str]:
+    """What mmengine's ``CheckpointLoader`` reads for a model-zoo name
+    (:data:`ZOO_SCHEMES`), from mmengine's own tables: a URL, or for some
+    ``open-mmlab://`` names a file in mmengine's home. None for other names.
+
+    Raises:
+        ValueError: a model-zoo name that mmengine's tables do not have.
+    """
+    filename = str(filename)
+    if not filename.startswith(ZOO_SCHEMES):
+        return None
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    scheme, _, model = filename.partition('://')
+    if scheme in ('torchvision', 'modelzoo'):
+        urls = mmengine_checkpoint.get_torchvision_models()
+    elif scheme == 'mmcls':
+        urls = mmengine_checkpoint.get_mmcls_models()
+    else:
+        urls = mmengine_checkpoint.get_external_models()
+        model = mmengine_checkpoint.get_deprecated_model_names().get(model, model)
+    if model not in urls:
+        raise ValueError(f'checkpoint {filename}: mmengine knows no {scheme} model {model!r}')
+    url = urls[model]
+    if not url.startswith(('http://', 'https://')):
+        url = osp.join(mmengine_checkpoint._get_mmengine_home(), url)  # noqa: SLF001
+    return url
+
+
+def read_checkpoint(filename: str, map_location=None, backend_args: Optional[dict] = None):
+    """:func:`load_local_checkpoint` for a path; for an http(s) URL the same on
+    its copy in torch hub's cache (:func:`download_checkpoint`); for a
+    model-zoo name (:func:`model_zoo_url`) the same on what it stands for,
+    ``mmcls://`` names cut to their ``backbone.`` keys as mmengine does; for
+    another URI (``s3://`` ...) the same after reading its bytes with
+    mmengine's file backends. mmengine's own loaders for URLs go through
+    ``torch.hub``, which unpickles with ``weights_only=False`` and checks no
+    hash; here a URL whose file name carries a SHA-256 prefix
+    (:func:`published_hash_prefix`) is checked against it before anything
+    is unpickled.
+
+    Raises:
+        ValueError: a URI that mmengine.fileio cannot read (``pavi://``,
+            ``timm://`` ...).
     """
     filename = str(filename)
     if '://' not in filename:
         return load_local_checkpoint(filename, map_location)
+    zoo = model_zoo_url(filename)
+    if zoo is not None:
+        checkpoint = read_checkpoint(zoo, map_location, backend_args)
+        if filename.startswith('mmcls://'):
+            from mmengine.runner.checkpoint import _process_mmcls_checkpoint
+            checkpoint = _process_mmcls_checkpoint(checkpoint)
+        return checkpoint
+    if filename.startswith(('http://', 'https://')):
+        path = download_checkpoint(filename)
+        return _load_explained(path, f'{filename} (cached as {path})', osp.getsize(path),
+                               map_location)
     from mmengine import fileio
     try:
         fileio.get_file_backend(filename, backend_args=backend_args)
     except ValueError as e:
-        raise ValueError(f'cannot read checkpoint {filename}: mbn_backbones loads local files '
-                         f'and URIs that mmengine.fileio reads (http, https, s3, ...); give '
-                         f'the URL this name stands for ({e})') from e
+        raise ValueError(f'cannot read checkpoint {filename}: mbn_backbones loads local files, '
+                         f'URIs that mmengine.fileio reads (http, https, s3, ...) and the '
+                         f'model-zoo names {ZOO_SCHEMES}; give the URL this name stands '
+                         f'for ({e})') from e
     data = fileio.get(filename, backend_args=backend_args)
+    expected = published_hash_prefix(filename)
+    if expected:
+        _check_hash(hashlib.sha256(data).hexdigest(), expected, filename, 'nothing was saved')
     return _load_explained(io.BytesIO(data), filename, len(data), map_location)
 
 

@@ -124,7 +124,8 @@ class ClassCountHook(Hook):
         if runner._resume:  # noqa: SLF001  (mmengine keeps it private)
             return
         from mmengine.model import is_model_wrapper
-        from mmengine.runner.checkpoint import _load_checkpoint
+
+        from .checkpoint import read_checkpoint
 
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         sources = [('load_from', model, runner._load_from)] if runner._load_from else []  # noqa: SLF001
@@ -133,7 +134,10 @@ class ClassCountHook(Hook):
                     for name, module in model.named_modules()
                     for cfg in _pretrained(getattr(module, 'init_cfg', None)) if _heads(module)]
         for what, module, filename in sources:
-            mismatches = class_count_mismatches(module, _load_checkpoint(filename, map_location='cpu'))
+            # weights_only, hash checked; a URL from torch hub's cache (mmengine's
+            # loader would unpickle it with weights_only=False)
+            checkpoint = read_checkpoint(filename, map_location='cpu')
+            mismatches = class_count_mismatches(module, checkpoint)
             if mismatches:
                 ours = ', '.join(sorted({str(m.model) for m in mismatches}))
                 runner.logger.warning(

@@ -2,7 +2,8 @@
 
 mmengine 0.10.7 writes a checkpoint by truncating the target and filling it,
 loads checkpoints with a bare ``torch.load`` (which torch >= 2.6 makes
-``weights_only`` and which then refuses mmengine's own checkpoints), executes
+``weights_only`` and which then refuses mmengine's own checkpoints) but those
+it downloads by URL with ``weights_only=False`` (``torch.hub``), executes
 the config text a checkpoint carries when resuming, and its CheckpointHook
 deletes the oldest checkpoint before the new one exists. These two classes
 change that for the runs that name them, and for no one else::
@@ -28,7 +29,8 @@ from mmengine.utils import apply_to, get_git_hash
 
 from ..registry import HOOKS, RUNNERS
 from ..upstream import check_version
-from .checkpoint import atomic_save, atomic_write_text, read_checkpoint, remove_leftovers
+from .checkpoint import (atomic_save, atomic_write_text, checkpoint_safe_globals,
+                         download_checkpoint, model_zoo_url, read_checkpoint, remove_leftovers)
 
 
 def _is_local(path, file_client_args, backend_args) -> bool:
@@ -37,6 +39,41 @@ def _is_local(path, file_client_args, backend_args) -> bool:
     local_backend = backend_args is None or (backend_args.get('backend') == 'local' and
                                              len(backend_args) == 1)
     return file_client_args is None and local_backend and '://' not in str(path)
+
+
+def _pretrained_cfgs(init_cfg) -> list:
+    from mmengine.model.weight_init import PretrainedInit
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return [c for c in cfgs if isinstance(c, dict) and isinstance(c.get('checkpoint'), str)
+            and c.get('type') in ('Pretrained', PretrainedInit)]
+
+
+def _remote_url(checkpoint: str):
+    """The http(s) URL mmengine would download for ``checkpoint``, or None."""
+    url = model_zoo_url(checkpoint) or checkpoint
+    return url if url.startswith(('http://', 'https://')) else None
+
+
+def _remote_pretrained(module) -> list:
+    """The Pretrained entries of ``module.init_cfg`` that mmengine would download."""
+    from ..models.backbones import MobileNet
+    from ..pretrained import SCHEMES
+    cfgs = _pretrained_cfgs(getattr(module, 'init_cfg', None))
+    if isinstance(module, MobileNet):  # converts these names itself (mbn_backbones.pretrained)
+        cfgs = [c for c in cfgs if not c['checkpoint'].startswith(SCHEMES)]
+    return [c for c in cfgs if _remote_url(c['checkpoint'])]
+
+
+def _fetched(cfg: dict) -> dict:
+    """``cfg`` pointing at the verified copy of its checkpoint in torch hub's cache."""
+    name = cfg['checkpoint']
+    read_checkpoint(name, map_location='cpu')  # hash checked, refused if it would run code
+    fetched = dict(cfg, checkpoint=download_checkpoint(_remote_url(name)))
+    if name.startswith('mmcls://'):
+        # mmengine keeps only the backbone of these (_process_mmcls_checkpoint), as
+        # its prefix argument does
+        fetched['prefix'] = 'backbone.' + (cfg.get('prefix') or '')
+    return fetched
 
 
 def _on_cpu(state):
@@ -59,16 +96,25 @@ class Runner(MMEngineRunner):
       carry in ``meta['config']`` (mmengine 0.10.7 runs it through
       ``Config.fromstring`` to compare GPU counts): it warns that the text was
       ignored, and the run keeps its own config.
-
-    ``init_cfg=dict(type='Pretrained')`` weights are loaded by mmengine
-    itself (``torch.load``'s default, ``weights_only=True`` since torch 2.6).
+    - :meth:`_init_model_weights` (``model.init_weights()`` at the start of
+      :meth:`train`) first fetches each ``init_cfg=dict(type='Pretrained')``
+      checkpoint named by an http(s) URL or a model-zoo name
+      (``torchvision://``, ``open-mmlab://``, ``mmcls://``) as
+      :func:`~mbn_backbones.engine.read_checkpoint` does (torch hub's cache,
+      hash checked, refused if it would run code) and points the init_cfg at
+      that verified copy while mmengine loads it: mmengine's own loader for
+      URLs is ``torch.hub.load_state_dict_from_url``, which unpickles with
+      ``weights_only=False``. Local ``Pretrained`` files mmengine loads itself
+      (``torch.load``'s default, ``weights_only=True`` since torch 2.6), with
+      mmengine's checkpoint types allowed.
     """
 
     def __init__(self, *args, **kwargs):
         check_version('mmengine', '0.10.7', 'mbn_backbones.Runner',
                       'that Runner.save_checkpoint still builds meta/state_dict/message_hub/'
-                      'optimizer/param_schedulers and Runner.resume still loads through '
-                      'self.load_checkpoint')
+                      'optimizer/param_schedulers, Runner.resume still loads through '
+                      'self.load_checkpoint and Runner._init_model_weights still calls '
+                      'model.init_weights')
         super().__init__(*args, **kwargs)
         self._warned_config_text = False
         if any(type(h) is MMEngineCheckpointHook for h in self._hooks):
@@ -82,6 +128,24 @@ class Runner(MMEngineRunner):
         dir (only there: a checkpoint's own folder may be another run's)."""
         self._remove_leftovers(self.work_dir)
         super().resume(filename, *args, **kwargs)
+
+    def _init_model_weights(self) -> None:
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        fetched = []
+        for module in model.modules():
+            remote = _remote_pretrained(module)
+            if remote:
+                fetched.append((module, module.init_cfg, remote))
+        try:
+            for module, init_cfg, remote in fetched:
+                module.init_cfg = (
+                    [_fetched(c) if any(c is r for r in remote) else c for c in init_cfg]
+                    if isinstance(init_cfg, (list, tuple)) else _fetched(init_cfg))
+            with checkpoint_safe_globals():
+                super()._init_model_weights()
+        finally:  # the model keeps naming what its config names
+            for module, init_cfg, _ in fetched:
+                module.init_cfg = init_cfg
 
     @master_only
     def _remove_leftovers(self, folder):

@@ -39,18 +39,30 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def refuse_mismatched_checkpoint(model, checkpoint):
+def read_checkpoint(filename):
+    """``filename`` read with ``weights_only=True`` and, when its name carries
+    one, its SHA-256 prefix checked: before mmdet's or mmseg's loader reads it."""
+    import pickle
+
+    from mbn_backbones.engine import CheckpointError, load_local_checkpoint
+
+    try:
+        return load_local_checkpoint(filename, map_location='cpu')
+    except (CheckpointError, pickle.UnpicklingError) as e:
+        raise SystemExit(f'{e}\nNothing was drawn.')
+
+
+def refuse_mismatched_checkpoint(model, checkpoint, filename):
     """Stop unless ``checkpoint`` fits ``model`` exactly.
 
     mmdet's init_detector and mmseg's init_model load non-strictly and only
     log what did not fit: a checkpoint whose head has another number of
     classes would draw the predictions of a random head.
     """
-    from mbn_backbones.engine import CheckpointError, check_state_dict_matches, load_local_checkpoint
+    from mbn_backbones.engine import CheckpointError, check_state_dict_matches
 
     try:
-        check_state_dict_matches(model, load_local_checkpoint(checkpoint, map_location='cpu'),
-                                 checkpoint)
+        check_state_dict_matches(model, checkpoint, filename)
     except CheckpointError as e:
         raise SystemExit(f'{e}\nNothing was drawn.')
 
@@ -62,9 +74,10 @@ def run_detector(args, cfg):
     from mbn_backbones.engine import checkpoint_safe_globals
     from mmdet.registry import VISUALIZERS
 
+    checkpoint = read_checkpoint(args.checkpoint)
     with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
         model = init_detector(cfg, args.checkpoint, device=args.device)
-    refuse_mismatched_checkpoint(model, args.checkpoint)
+    refuse_mismatched_checkpoint(model, checkpoint, args.checkpoint)
     result = inference_detector(model, args.image)
     visualizer = VISUALIZERS.build(cfg.get('visualizer', dict(type='DetLocalVisualizer')))
     visualizer.dataset_meta = model.dataset_meta
@@ -89,9 +102,10 @@ def run_segmentor(args, cfg):
 
     from mbn_backbones.engine import checkpoint_safe_globals
 
+    checkpoint = read_checkpoint(args.checkpoint)
     with checkpoint_safe_globals():  # what tools/train.py checkpoints hold, for this load only
         model = init_model(cfg, args.checkpoint, device=args.device)
-    refuse_mismatched_checkpoint(model, args.checkpoint)
+    refuse_mismatched_checkpoint(model, checkpoint, args.checkpoint)
     result = inference_model(model, args.image)
     show_result_pyplot(model, args.image, result, opacity=args.opacity, draw_gt=False,
                        show=False, with_labels=False, out_file=args.out)
