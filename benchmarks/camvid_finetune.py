@@ -47,7 +47,7 @@ from pathlib import Path
 
 from common import REPO_ROOT, machine, write_report
 from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, iter_schedule, latency_ms, plot, require, train)
+                      imagenet_backbone, latency_ms, plot, recipe, require, train)
 
 MODELS = ('ours', 'mmseg_head', 'torchvision_head', 'ours_scratch', 'ours_360x480')
 TFLITE = 'mobilenet_v3_small_1.0_224_uint8.tflite'
@@ -174,10 +174,7 @@ def benchmark_config(name: str, args, backbone_ckpt: str, backbone: dict):
     cfg.train_dataloader.batch_size = args.batch
     cfg.val_evaluator = cfg.test_evaluator = dict(type='mbn_backbones.ClassIoUMetric',
                                                   iou_metrics=['mIoU'])
-    # one recipe for every model: AdamW (mmseg's SGD recipe is for 160k-320k iterations)
-    cfg.optim_wrapper = dict(type='OptimWrapper', optimizer=dict(
-        type='AdamW', lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0001))
-    iter_schedule(cfg, args, warmup_iters=30)
+    recipe(cfg, args, pretrained=name != 'ours_scratch', warmup_iters=30)
     cfg.default_hooks.pop('visualization', None)
     return cfg, scale
 

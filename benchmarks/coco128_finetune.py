@@ -39,7 +39,7 @@ from pathlib import Path
 
 from common import REPO_ROOT, machine, resolve_config, write_report
 from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, iter_schedule, latency_ms, plot, require, train)
+                      imagenet_backbone, latency_ms, plot, recipe, require, train)
 
 MODELS = ('ours', 'mmdet_ssdlite', 'ours_scratch')
 TFLITE = 'mobilenet_v2_1.0_224_quant.tflite'
@@ -114,11 +114,8 @@ def benchmark_config(name: str, args, backbone_ckpt: str, backbone: dict):
     cfg.test_dataloader = cfg.val_dataloader
     cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
     cfg.test_evaluator = cfg.val_evaluator
-    # one recipe for every model: AdamW (SSDLite's SGD recipe is for 600 COCO epochs)
-    cfg.optim_wrapper = dict(type='OptimWrapper', optimizer=dict(
-        type='AdamW', lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0001))
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=args.batch)
-    iter_schedule(cfg, args, warmup_iters=20)
+    recipe(cfg, args, pretrained=name != 'ours_scratch', warmup_iters=20)
     cfg.default_hooks.pop('visualization', None)
     cfg.custom_hooks = []
     return cfg

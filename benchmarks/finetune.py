@@ -44,6 +44,10 @@ def add_finetune_args(parser: argparse.ArgumentParser, name: str, models: tuple[
                              '(default: %(default)s; the last iteration is always evaluated)')
     parser.add_argument('--lr', type=float, default=lr,
                         help='peak learning rate, the same for every model (default: %(default)s)')
+    parser.add_argument('--backbone-lr-mult', type=float, default=1.0,
+                        help="the ImageNet-initialised backbones' learning rate as a fraction of "
+                             "--lr (default: %(default)s; from scratch it is always 1; 0.1 "
+                             'measured 17.4 against 20.3 mIoU at 100 CamVid iterations)')
     parser.add_argument('--threads', type=int, default=2,
                         help='torch threads on a CPU (default: %(default)s)')
     parser.add_argument('--workers', type=int, default=2,
@@ -67,8 +71,10 @@ def check_finetune_args(parser: argparse.ArgumentParser, args: argparse.Namespac
                          f'{getattr(args, option)}')
     if args.workers < 0:
         parser.error(f'--workers must be >= 0, got {args.workers}')
-    if args.lr <= 0:
-        parser.error(f'--lr must be > 0, got {args.lr}')
+    for option in ('lr', 'backbone_lr_mult'):
+        if getattr(args, option) <= 0:
+            parser.error(f'--{option.replace("_", "-")} must be > 0, got '
+                         f'{getattr(args, option)}')
 
 
 def require(path: Path, what: str) -> Path:
@@ -183,6 +189,7 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
 
     work_dir = Path(args.work_dir) / name
     signature = dict(iters=args.iters, batch=args.batch, lr=args.lr,
+                     backbone_lr_mult=args.backbone_lr_mult,
                      val_interval=args.val_interval, **(options or {}))
     result_file = work_dir / 'result.json'
     if result_file.is_file() and not args.fresh:
@@ -254,6 +261,19 @@ def load_trained(result: dict):
     model = MODELS.build(cfg.model)
     model.load_state_dict(load_local_checkpoint(result['checkpoint'])['state_dict'])
     return model
+
+
+def recipe(cfg, args, pretrained: bool, warmup_iters: int) -> None:
+    """The one optimizer and schedule of every model: AdamW (the libraries'
+    SGD recipes are for hundreds of epochs), the backbone at
+    ``--backbone-lr-mult`` of the learning rate where it starts from
+    ImageNet weights, then :func:`iter_schedule`."""
+    cfg.optim_wrapper = dict(
+        type='OptimWrapper',
+        optimizer=dict(type='AdamW', lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0001),
+        paramwise_cfg=dict(custom_keys={'backbone': dict(
+            lr_mult=args.backbone_lr_mult if pretrained else 1.0)}))
+    iter_schedule(cfg, args, warmup_iters)
 
 
 def iter_schedule(cfg, args, warmup_iters: int) -> None:

@@ -47,6 +47,13 @@ class LRASPPHead(BaseDecodeHead):
         if kwargs.setdefault('input_transform', 'multiple_select') != 'multiple_select':
             raise ValueError("LRASPPHead reads two inputs: input_transform must be "
                              f"'multiple_select', got {kwargs['input_transform']!r}")
+        # both classifiers start as mmseg's conv_seg does (normal, std 0.01), so
+        # that the first logits are near zero; PyTorch's default for low_classifier
+        # turns ImageNet features (the stride-8 projection: no BN after it in a
+        # folded network, values up to ~100) into logits of std ~7 and a first
+        # loss three times ln(num_classes)
+        kwargs.setdefault('init_cfg', dict(type='Normal', std=0.01, override=[
+            dict(name='conv_seg'), dict(name='low_classifier')]))
         if len(in_channels) != 2 or len(in_index) != 2:
             raise ValueError('LRASPPHead needs two inputs, (stride-8 low, stride-16 high): '
                              f'got in_channels={in_channels!r}, in_index={in_index!r}')
