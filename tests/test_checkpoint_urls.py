@@ -352,3 +352,26 @@ def test_class_count_hook_reads_urls_without_running_them(served, hub_checkpoint
         ClassCountHook().before_train(SimpleNamespace(_resume=False, _load_from=None, model=model,
                                                       logger=runner.logger))
     assert not code_marker.path.exists()
+
+
+def test_a_killed_download_leaves_nothing_behind_once_it_is_stale(served, hub_checkpoints):
+    import os
+    import time
+
+    from mbn_backbones.engine.checkpoint import STALE_DOWNLOAD_S, TMP_PREFIX, download_checkpoint
+
+    published = save_published({'state_dict': toy_state()}, served.root, 'toy')
+    hub_checkpoints.mkdir(parents=True)
+    stale = hub_checkpoints / f'{TMP_PREFIX}{published.name}.killed'
+    growing = hub_checkpoints / f'{TMP_PREFIX}{published.name}.other_process'
+    other = hub_checkpoints / f'{TMP_PREFIX}another-12345678.pth.killed'
+    for leftover in (stale, growing, other):
+        leftover.write_bytes(b'\0' * 1024)
+    old = time.time() - STALE_DOWNLOAD_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    path = download_checkpoint(served.url + published.name)
+    assert Path(path).read_bytes() == published.read_bytes()
+    # this file's leftover is gone; a download still being written, and other
+    # files' leftovers, are not this download's to remove
+    assert not stale.exists() and growing.exists() and other.exists()

@@ -52,6 +52,27 @@ def test_lraspp_gate_is_a_global_mean_for_any_input_size(size):
     torch.testing.assert_close(logits, expected)
 
 
+def test_lraspp_both_classifiers_start_near_zero_like_mmsegs_conv_seg():
+    # ImageNet features at the stride-8 tap are a linear projection with values
+    # in the tens; PyTorch's default init there gave logits of std ~7 (a first
+    # CamVid loss of 10 for ln(19) = 2.9: benchmarks/README.md)
+    torch.manual_seed(0)
+    backbone, head = build('small')
+    head.init_weights()
+    for conv in (head.conv_seg, head.low_classifier):
+        assert conv.weight.std().item() == pytest.approx(0.01, rel=0.2)
+        assert torch.count_nonzero(conv.bias) == 0
+    low, high = 13 * torch.randn(1, 24, 8, 8), torch.randn(1, 288, 4, 4)
+    head.eval()
+    with torch.no_grad():
+        assert head((low, high)).std().item() < 1.0
+        head.low_classifier.reset_parameters()  # PyTorch's default, as before
+        assert head((low, high)).std().item() > 3.0
+    # an init_cfg given in a config still wins
+    custom = LRASPPHead(in_channels=(24, 288), num_classes=19, init_cfg=None)
+    assert custom.init_cfg is None
+
+
 def test_lraspp_head_refuses_other_input_transforms_and_single_inputs():
     with pytest.raises(ValueError, match="input_transform must be 'multiple_select', got 'resize_concat'"):
         LRASPPHead(in_channels=(40, 480), num_classes=19, input_transform='resize_concat')

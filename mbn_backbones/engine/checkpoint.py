@@ -30,6 +30,7 @@ import os.path as osp
 import pickle
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from typing import Iterable, Mapping, Optional
@@ -350,13 +351,18 @@ def download_checkpoint(url: str) -> str:
         return path
 
     def fetch(f):
+        from tqdm import tqdm
         digest = hashlib.sha256()
         request = urllib.request.Request(url, headers={'User-Agent': 'mbn_backbones'})
         try:
-            with urllib.request.urlopen(request) as response:
+            with urllib.request.urlopen(request) as response, tqdm(
+                    total=int(response.headers.get('Content-Length') or 0) or None,
+                    desc=name, unit='B', unit_scale=True, unit_divisor=1024,
+                    leave=False) as bar:
                 for block in iter(lambda: response.read(1 << 20), b''):
                     digest.update(block)
                     f.write(block)
+                    bar.update(len(block))
         except (urllib.error.URLError, http.client.HTTPException) as e:
             raise CheckpointError(f'cannot download checkpoint {url}: {e}') from e
         if expected:
@@ -366,9 +372,36 @@ def download_checkpoint(url: str) -> str:
         _load_explained(tmp, url, osp.getsize(tmp), 'cpu')
 
     from mmengine.logging import print_log
+    for stale in remove_stale_downloads(osp.dirname(path), name):
+        print_log(f'removed {stale}, left by a download that was killed', logger='current')
     print_log(f'downloading {url} to {path}', logger='current')
     _atomic_write(path, fetch, 'checkpoint', verify=loads)
     return path
+
+
+STALE_DOWNLOAD_S = 600
+
+
+def remove_stale_downloads(folder: str, name: str, age_s: float = STALE_DOWNLOAD_S) -> list:
+    """Delete the temporary files of killed downloads of ``name`` in torch
+    hub's cache; their paths.
+
+    Unlike a work dir, the cache is shared: another process may be
+    downloading the same file right now, and its temporary file grows as it
+    does. Only those untouched for ``age_s`` seconds are leftovers.
+    """
+    if not osp.isdir(folder):
+        return []
+    removed, now = [], time.time()
+    for entry in os.scandir(folder):
+        if entry.name.startswith(f'{TMP_PREFIX}{name}.'):
+            try:
+                if now - entry.stat().st_mtime > age_s:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                pass
+    return removed
 
 
 # mmengine's model-zoo names (its CheckpointLoader schemes that stand for a URL)
