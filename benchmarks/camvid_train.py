@@ -74,7 +74,7 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
     from mmengine.config import Config
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
 
     import mbn_backbones  # noqa: F401
 
@@ -102,7 +102,7 @@ def main(argv=None):
     cfg.work_dir = args.work_dir
     cfg.log_level = 'WARNING'
 
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)  # the config's runner_type: mbn_backbones.Runner
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cpu':
         # see tools/demo/segmentation_demo.py: 5x5 depthwise backward on the CPU

@@ -76,6 +76,8 @@ def overfit_config(config, args, epochs: int, work_dir: Path):
     from mmengine.config import Config
 
     cfg = Config.fromfile(resolve_config(config))
+    if cfg.model.get('bbox_head', {}).get('type') == 'SSDHead':
+        cfg.model.bbox_head.type = 'mbn_backbones.SSDHead'  # mmdet 3.3.0's cannot predict
     root = str(Path(args.data_root)) + '/'
     train = cfg.train_dataloader.dataset
     while 'dataset' in train:  # RepeatDataset of the COCO recipe: one pass per epoch here
@@ -131,10 +133,10 @@ def progress_hook(desc: str):
 
 
 def train_and_evaluate(config, args, epochs: int, name: str) -> dict:
-    from mmengine.runner import Runner
+    from mmengine.registry import RUNNERS
 
     cfg = overfit_config(config, args, epochs, Path(args.work_dir) / name)
-    runner = Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg)  # the config's runner_type: mbn_backbones.Runner
     runner.register_hook(progress_hook(name))
     start = time.perf_counter()
     runner.train()
