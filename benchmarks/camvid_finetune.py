@@ -47,7 +47,8 @@ from pathlib import Path
 
 from common import REPO_ROOT, machine, write_report
 from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, latency_ms, plot, recipe, require, train)
+                      imagenet_backbone, latency_ms, markdown_table, plot, recipe, require,
+                      train)
 
 MODELS = ('ours', 'mmseg_head', 'torchvision_head', 'ours_scratch', 'ours_360x480')
 TFLITE = 'mobilenet_v3_small_1.0_224_uint8.tflite'
@@ -220,7 +221,12 @@ def main(argv=None):
     out = Path(args.out)
     plot(results, 'mIoU', 'val mIoU (%)', f'LR-ASPP V3-Small on CamVid: {args.iters} iterations '
          f'of {args.batch}', out.with_suffix('.png'))
+    report['table'] = markdown_table(
+        ['model', 'eval size', 'mIoU (%)', 'train img/s', 'latency (ms)'],
+        [[name, 'x'.join(map(str, m['eval_size'])), m['miou'], m['train_images_per_s'],
+          m['latency_ms']] for name, m in report['models'].items()])
     print(json.dumps(report['models'], indent=1))
+    print(report['table'])
     write_report(report, out)
     return report
 

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from common import REPO_ROOT, machine, resolve_config, write_report
 from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, latency_ms, plot, recipe, require, train)
+                      imagenet_backbone, latency_ms, markdown_table, plot, recipe, require,
+                      train)
 
 MODELS = ('ours', 'mmdet_ssdlite', 'ours_scratch')
 TFLITE = 'mobilenet_v2_1.0_224_quant.tflite'
@@ -169,8 +170,13 @@ def main(argv=None):
     out = Path(args.out)
     plot(results, 'bbox_mAP_50', 'COCO128 bbox mAP@0.5', f'SSDLite MobileNetV2 on COCO128: '
          f'{args.iters} iterations of {args.batch}', out.with_suffix('.png'))
+    report['table'] = markdown_table(
+        ['model', 'mAP', 'mAP@0.5', 'train img/s', 'latency (ms)'],
+        [[name, m['bbox_mAP'], m['bbox_mAP_50'], m['train_images_per_s'], m['latency_ms']]
+         for name, m in report['models'].items()])
     print(json.dumps({k: {m: v for m, v in r.items() if m != 'curve'}
                       for k, r in report['models'].items()}, indent=1))
+    print(report['table'])
     write_report(report, out)
     return report
 

@@ -322,6 +322,15 @@ def plot(results: dict[str, dict], key: str, label: str, title: str, path: Path)
     return path
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table, as benchmarks/README.md shows the results."""
+    def cell(value):
+        return '—' if value is None else f'{value:g}' if isinstance(value, float) else str(value)
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
 def latency_ms(calls: dict[str, Callable], rounds: int) -> dict[str, float]:
     """Median milliseconds per call of each model, timed in interleaved rounds."""
     from common import time_interleaved

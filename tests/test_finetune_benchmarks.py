@@ -136,6 +136,7 @@ def test_camvid_finetune_writes_report_plot_checkpoint_and_resumes(bench, camvid
     assert model['eval_size'] == [360, 480] and model['latency_ms'] > 0
     assert Path(model['checkpoint']).is_file() and out.with_suffix('.png').is_file()
     assert 'Pretrained' in Path(model['config']).read_text()
+    assert report['table'].splitlines()[2].startswith(f"| ours_360x480 | 360x480 | {model['miou']:g} |")
 
     # finished: reused, not trained again
     capsys.readouterr()
