@@ -49,6 +49,7 @@ from common import REPO_ROOT, machine, write_report
 from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
                       imagenet_backbone, latency_ms, markdown_table, plot, recipe, require,
                       train)
+import torchvision_lraspp_head  # noqa: F401  registers TorchvisionLRASPPHead
 
 MODELS = ('ours', 'mmseg_head', 'torchvision_head', 'ours_scratch', 'ours_360x480')
 TFLITE = 'mobilenet_v3_small_1.0_224_uint8.tflite'
@@ -79,38 +80,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_finetune_args(parser, args)
     return args
-
-
-def register_torchvision_head():
-    """torchvision's LR-ASPP head as an mmseg decode head (the loss, the
-    resizing to the labels and the loop stay mmseg's), registered in this
-    process as ``TorchvisionLRASPPHead`` in mmseg's scope."""
-    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-    from mmseg.registry import MODELS as MMSEG_MODELS
-    from torchvision.models.segmentation.lraspp import LRASPPHead
-
-    if 'TorchvisionLRASPPHead' in MMSEG_MODELS.module_dict:
-        return
-
-    @MMSEG_MODELS.register_module()
-    class TorchvisionLRASPPHead(BaseDecodeHead):
-        """``torchvision.models.segmentation.lraspp.LRASPPHead(low, high,
-        num_classes, channels)`` on ``(low, high)`` features; mmseg's
-        classifier (``conv_seg``) and dropout are not used."""
-
-        def __init__(self, in_channels, in_index, channels, **kwargs):
-            kwargs.setdefault('input_transform', 'multiple_select')
-            super().__init__(in_channels=list(in_channels), in_index=list(in_index),
-                             channels=channels, **kwargs)
-            del self.conv_seg, self.dropout
-            self.head = LRASPPHead(in_channels[0], in_channels[1], self.out_channels, channels)
-
-        def forward(self, inputs):
-            low, high = self._transform_inputs(inputs)
-            return self.head(dict(low=low, high=high))
-
-        def init_weights(self):  # torchvision's own initialisation, as built
-            pass
 
 
 def model_config(name: str, backbone_ckpt: str, backbone: dict) -> dict:
@@ -148,6 +117,9 @@ def benchmark_config(name: str, args, backbone_ckpt: str, backbone: dict):
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(CONFIG))
+    if name == 'torchvision_head':  # its saved config.py imports the head too
+        cfg.custom_imports = dict(imports=['mbn_backbones', 'torchvision_lraspp_head'],
+                                  allow_failed_imports=False)
     scale, crop = (NATIVE, NATIVE_CROP) if name == 'ours_360x480' else (UPSCALED, CROP)
     cfg.model = model_config(name, backbone_ckpt, backbone)
     cfg.model.data_preprocessor['size'] = crop
@@ -195,7 +167,6 @@ def main(argv=None):
         sys.path.insert(0, str(REPO_ROOT / 'tools' / 'dataset_converters'))
         from camvid import convert_camvid
         convert_camvid(args.src, data_root)
-    register_torchvision_head()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     backbone_ckpt, backbone = imagenet_backbone(tflite, work, norm_eps=NORM['eps'])

@@ -68,7 +68,6 @@ def test_camvid_heads_are_the_ones_compared(bench, name):
     from mbn_backbones.models.heads import LRASPPHead
 
     camvid = bench['camvid']
-    camvid.register_torchvision_head()
     cfg = camvid.model_config(name, 'unused.pth', dict(type='mbn_backbones.MobileNetV3',
                                                        arch='small', padding='tf_same'))
     cfg['backbone']['init_cfg'] = None
