@@ -2,7 +2,7 @@
 
 ``mbn_backbones.ClassIoUMetric`` is mmseg's ``IoUMetric`` that also returns
 the IoU of every class the labels hold, as ``IoU.<class>`` next to
-``mIoU`` (mmseg's only prints them in a table), so that per-class scores
+``mIoU`` (mmseg only prints them in a table), so that per-class scores
 reach the logs' scalars, ``Runner.val()``'s result and hooks::
 
     val_evaluator = dict(type='mbn_backbones.ClassIoUMetric', iou_metrics=['mIoU'])
@@ -17,15 +17,16 @@ from .registry import METRICS
 @METRICS.register_module()
 class ClassIoUMetric(IoUMetric):
     """:class:`mmseg.evaluation.IoUMetric` plus ``IoU.<class>`` (in percent,
-    as ``mIoU``) for each class with labelled pixels; classes the labels never
-    hold are left out, as they are out of the mIoU."""
+    as ``mIoU``) for each class that ``mIoU`` averages: those labelled or
+    predicted somewhere (a class predicted but never labelled scores 0).
+    Classes neither labelled nor predicted are left out, as mmseg leaves
+    them out of the mean."""
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         metrics = super().compute_metrics(results)
         intersect = sum(r[0] for r in results)
         union = sum(r[1] for r in results)
-        labelled = sum(r[3] for r in results)
         for index, name in enumerate(self.dataset_meta['classes']):
-            if labelled[index] > 0:
+            if union[index] > 0:
                 metrics[f'IoU.{name}'] = round(float(intersect[index] / union[index]) * 100, 2)
         return metrics

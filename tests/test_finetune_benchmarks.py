@@ -45,10 +45,16 @@ def test_class_iou_metric_adds_each_labelled_class_to_mmsegs_metrics():
     ]
     got, expected = ours.compute_metrics(results), theirs.compute_metrics(results)
     assert {k: v for k, v in got.items() if not k.startswith('IoU.')} == expected
-    # road 40/60, car 5/15; sky is never labelled: not scored (out of the mIoU too)
+    # road 40/60, car 5/15; sky is predicted but never labelled: 0, in the mIoU too
     assert got['IoU.road'] == pytest.approx(66.67) and got['IoU.car'] == pytest.approx(33.33)
-    assert 'IoU.sky' not in got
-    assert expected['mIoU'] == pytest.approx((66.67 + 33.33) / 2, abs=0.01)
+    assert got['IoU.sky'] == 0
+    assert expected['mIoU'] == pytest.approx((66.67 + 33.33 + 0) / 3, abs=0.01)
+    # neither labelled nor predicted: out of both
+    results = [tuple(t.clone() for t in r) for r in results]
+    for r in results:
+        r[1][2] = r[2][2] = 0
+    got = ours.compute_metrics(results)
+    assert 'IoU.sky' not in got and got['mIoU'] == pytest.approx(50.0, abs=0.01)
 
 
 def test_images_per_s_is_a_full_batch_over_the_median_iteration(bench):
@@ -129,9 +135,14 @@ def test_camvid_finetune_writes_report_plot_checkpoint_and_resumes(bench, camvid
     model = report['models']['ours_360x480']
     assert json.loads(out.read_text())['models']['ours_360x480']['miou'] == model['miou']
     assert [it for it, _ in model['curve']] == [1, 2]
-    # CamVid's 11 classes, by their Cityscapes names, each scored in percent
-    assert len(model['class_iou']) == 11 and {'road', 'car', 'sky'} <= set(model['class_iou'])
+    # CamVid's 11 classes by their Cityscapes names (and any other class the
+    # model predicted, at 0), in percent: the classes the mIoU averages
+    camvid = {'road', 'sidewalk', 'building', 'fence', 'pole', 'traffic sign', 'vegetation',
+              'sky', 'person', 'rider', 'car'}
+    assert camvid <= set(model['class_iou'])
     assert all(0 <= v <= 100 for v in model['class_iou'].values())
+    assert model['miou'] == pytest.approx(sum(model['class_iou'].values())
+                                          / len(model['class_iou']), abs=0.01)
     assert model['eval_size'] == [360, 480] and model['latency_ms'] > 0
     assert Path(model['checkpoint']).is_file() and out.with_suffix('.png').is_file()
     assert 'Pretrained' in Path(model['config']).read_text()
