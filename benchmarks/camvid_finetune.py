@@ -42,15 +42,13 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from common import REPO_ROOT, machine, write_report
-from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, latency_ms, markdown_table, plot, recipe, require,
-                      train)
+from finetune import (SHARED, finetune_parser, imagenet_backbone, latency_ms, markdown_table,
+                      parse_finetune_args, plot, recipe, require, train)
 import torchvision_lraspp_head  # noqa: F401  registers TorchvisionLRASPPHead
 
 sys.path.insert(0, str(REPO_ROOT / 'tools' / 'dataset_converters'))
@@ -73,21 +71,13 @@ NATIVE_CROP = (360, 426)  # the same number of pixels as CROP, inside a 360x480 
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_finetune_args(parser, 'camvid_finetune', MODELS, iters=150, batch=4, val_interval=50,
-                      lr=0.001)
+    parser = finetune_parser(__doc__, 'camvid_finetune', MODELS, iters=150, batch=4,
+                             val_interval=50, lr=0.001, tflite=TFLITE, latency_rounds=5)
     parser.add_argument('--src', default=str(SHARED / 'data' / 'camvid'),
                         help='SegNet CamVid folder (default: %(default)s)')
     parser.add_argument('--data-root', default=str(REPO_ROOT / 'data' / 'camvid_cityscapes'),
                         help='the converted dataset; made when absent (default: %(default)s)')
-    parser.add_argument('--tflite', default=str(TFLITE_DIR / TFLITE),
-                        help="Google's V3-Small (default: %(default)s)")
-    parser.add_argument('--latency-rounds', type=int, default=5,
-                        help='timed rounds of the inference latency (default: %(default)s)')
-    args = parser.parse_args(argv)
-    check_finetune_args(parser, args)
-    return args
+    return parse_finetune_args(parser, argv)
 
 
 def model_config(name: str, backbone_ckpt: str, backbone: dict) -> dict:

@@ -33,14 +33,12 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from common import REPO_ROOT, machine, resolve_config, write_report
-from finetune import (SHARED, TFLITE_DIR, add_finetune_args, check_finetune_args,
-                      imagenet_backbone, latency_ms, markdown_table, plot, recipe, require,
-                      train)
+from finetune import (SHARED, finetune_parser, imagenet_backbone, latency_ms, markdown_table,
+                      parse_finetune_args, plot, recipe, require, train)
 
 MODELS = ('ours', 'mmdet_ssdlite', 'ours_scratch')
 TFLITE = 'mobilenet_v2_1.0_224_quant.tflite'
@@ -52,23 +50,15 @@ INPUT_SIZE = 320
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_finetune_args(parser, 'coco128_finetune', MODELS, iters=150, batch=8, val_interval=50,
-                      lr=0.001)
+    parser = finetune_parser(__doc__, 'coco128_finetune', MODELS, iters=150, batch=8,
+                             val_interval=50, lr=0.001, tflite=TFLITE, latency_rounds=10)
     parser.add_argument('--data-root', default=str(SHARED / 'data' / 'coco128'),
                         help='COCO128: images/ and annotations/instances_{train,val}.json '
                              '(default: %(default)s)')
-    parser.add_argument('--tflite', default=str(TFLITE_DIR / TFLITE),
-                        help="Google's MobileNetV2 (default: %(default)s)")
     parser.add_argument('--augment', action='store_true',
                         help="SSD's COCO augmentation (zoom out, crop, colour); by default "
                              'resize and flip only, to fit the 128 images in a short budget')
-    parser.add_argument('--latency-rounds', type=int, default=10,
-                        help='timed rounds of the inference latency (default: %(default)s)')
-    args = parser.parse_args(argv)
-    check_finetune_args(parser, args)
-    return args
+    return parse_finetune_args(parser, argv)
 
 
 def model_config(name: str, backbone_ckpt: str, backbone: dict):

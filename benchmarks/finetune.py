@@ -27,9 +27,17 @@ SHARED = REPO_ROOT.parent / 'shared'
 TFLITE_DIR = SHARED / 'weights' / 'tflite'
 
 
-def add_finetune_args(parser: argparse.ArgumentParser, name: str, models: tuple[str, ...],
-                      iters: int, batch: int, val_interval: int, lr: float) -> None:
-    """The options every fine-tuning benchmark has."""
+def finetune_parser(doc: str, name: str, models: tuple[str, ...], iters: int, batch: int,
+                    val_interval: int, lr: float, tflite: str,
+                    latency_rounds: int) -> argparse.ArgumentParser:
+    """A parser with the options every fine-tuning benchmark has; its own
+    come after, then :func:`parse_finetune_args`."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--tflite', default=str(TFLITE_DIR / tflite),
+                        help="Google's ImageNet classifier (default: %(default)s)")
+    parser.add_argument('--latency-rounds', type=int, default=latency_rounds,
+                        help='timed rounds of the inference latency (default: %(default)s)')
     parser.add_argument('--models', nargs='+', default=list(models), choices=models,
                         metavar='MODEL', help=f'models to train, of {", ".join(models)} '
                                               '(default: all)')
@@ -61,11 +69,13 @@ def add_finetune_args(parser: argparse.ArgumentParser, name: str, models: tuple[
                                              f'{name}.json'),
                         help='JSON report; the plot is written next to it as .png '
                              '(default: %(default)s)')
+    return parser
 
 
-def check_finetune_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit naming the option whose value is out of range."""
-    for option in ('iters', 'batch', 'val_interval', 'threads'):
+def parse_finetune_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse; exit naming the option whose value is out of range."""
+    args = parser.parse_args(argv)
+    for option in ('iters', 'batch', 'val_interval', 'threads', 'latency_rounds'):
         if getattr(args, option) < 1:
             parser.error(f'--{option.replace("_", "-")} must be >= 1, got '
                          f'{getattr(args, option)}')
@@ -75,6 +85,7 @@ def check_finetune_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         if getattr(args, option) <= 0:
             parser.error(f'--{option.replace("_", "-")} must be > 0, got '
                          f'{getattr(args, option)}')
+    return args
 
 
 def require(path: Path, what: str) -> Path:
