@@ -177,7 +177,8 @@ def main(argv=None):
                                            scale=list(scale)),
                               keep=runners)
 
-    latency = trained_latency(runners, sizes, args.latency_rounds)
+    latency = latency_ms(runners, {name: (h, w) for name, (w, h) in sizes.items()
+                                   if name in runners}, args.latency_rounds)
     for name, result in results.items():
         result['latency_ms'] = latency.get(name)
     report = dict(
@@ -212,24 +213,6 @@ def summary(result: dict, scale) -> dict:
         eval_size=[scale[1], scale[0]], train_images_per_s=result['train_images_per_s'],
         latency_ms=result.get('latency_ms'), checkpoint=result['checkpoint'],
         config=result['config'], curve=[(p['iter'], p.get('mIoU')) for p in result['curve']])
-
-
-def trained_latency(runners: dict, sizes: dict, rounds: int) -> dict[str, float]:
-    """Median ms of one frame at each model's evaluation size (raw logits,
-    batch 1), the models timed in turn."""
-    import torch
-
-    calls = {}
-    for name, model in runners.items():
-        width, height = sizes[name]
-        x = torch.randn(1, 3, height, width)
-        model.eval()
-
-        def call(model=model, x=x):
-            with torch.no_grad():
-                return model(x, mode='tensor')
-        calls[name] = call
-    return latency_ms(calls, rounds) if calls else {}
 
 
 if __name__ == '__main__':

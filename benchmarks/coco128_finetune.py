@@ -133,16 +133,8 @@ def main(argv=None):
         results[name] = train(name, cfg, args, METRIC_KEYS, keep=models,
                               options=dict(augment=args.augment))
 
-    x = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE)
-    calls = {}
-    for name, model in models.items():
-        model.eval()
-
-        def call(model=model):
-            with torch.no_grad():
-                return model(x, mode='tensor')
-        calls[name] = call
-    latency = latency_ms(calls, args.latency_rounds) if calls else {}
+    latency = latency_ms(models, dict.fromkeys(models, (INPUT_SIZE, INPUT_SIZE)),
+                         args.latency_rounds)
 
     report = dict(
         benchmark='coco128_finetune', machine=machine(args.threads),

@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from common import REPO_ROOT
 
@@ -292,7 +291,7 @@ def iter_schedule(cfg, args, warmup_iters: int) -> None:
     linear warm-up then cosine decay to zero, evaluated every
     ``args.val_interval`` and at the last iteration, one checkpoint kept
     at each evaluation (for resuming) besides the last."""
-    warmup = max(1, min(warmup_iters, args.iters // 5))
+    warmup = min(warmup_iters, args.iters // 5)
     # mmengine's loop also evaluates at its last iteration
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
                          val_interval=args.val_interval)
@@ -301,7 +300,7 @@ def iter_schedule(cfg, args, warmup_iters: int) -> None:
         dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup),
         dict(type='CosineAnnealingLR', T_max=args.iters - warmup, eta_min=0, by_epoch=False,
              begin=warmup, end=args.iters),
-    ]
+    ][0 if warmup else 1:]
     cfg.default_hooks.checkpoint = dict(type='mbn_backbones.CheckpointHook', by_epoch=False,
                                         interval=args.val_interval, max_keep_ckpts=1,
                                         save_last=True)
@@ -342,8 +341,28 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return '\n'.join(lines)
 
 
-def latency_ms(calls: dict[str, Callable], rounds: int) -> dict[str, float]:
-    """Median milliseconds per call of each model, timed in interleaved rounds."""
+def latency_ms(models: dict, sizes: dict[str, tuple[int, int]], rounds: int) -> dict[str, float]:
+    """Median milliseconds of one image (batch 1, raw outputs: ``mode='tensor'``)
+    of each model at its ``(height, width)``, the models timed in interleaved
+    rounds, on the device each model is on."""
+    import torch
+
     from common import time_interleaved
+
+    calls = {}
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        x = torch.randn(1, 3, *sizes[name], device=device)
+        model.eval()
+
+        def call(model=model, x=x, device=device):
+            with torch.no_grad():
+                out = model(x, mode='tensor')
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            return out
+        calls[name] = call
+    if not calls:
+        return {}
     timings = time_interleaved(calls, rounds=rounds, warmup=1, desc='latency')
     return {name: round(t['median_s'] * 1e3, 1) for name, t in timings.items()}
