@@ -50,8 +50,8 @@ INPUT_SIZE = 320
 
 
 def parse_args(argv=None):
-    parser = finetune_parser(__doc__, 'coco128_finetune', MODELS, iters=150, batch=8,
-                             val_interval=50, lr=0.001, tflite=TFLITE, latency_rounds=10)
+    parser = finetune_parser(__doc__, 'coco128_finetune', MODELS, iters=300, batch=8,
+                             val_interval=75, lr=0.001, tflite=TFLITE, latency_rounds=10)
     parser.add_argument('--data-root', default=str(SHARED / 'data' / 'coco128'),
                         help='COCO128: images/ and annotations/instances_{train,val}.json '
                              '(default: %(default)s)')

@@ -9,12 +9,15 @@ logs and the config that was run (``config.py``) stay there, so that the
 trained model can be evaluated again with ``tools/test.py``. A run that is
 stopped resumes from its last checkpoint when the benchmark is started
 again with the same options; a model that finished is not trained again
-(its ``result.json`` is reused) unless ``--fresh`` is given.
+(its ``result.json`` is reused) unless ``--fresh`` is given. A run with
+other options (``--iters``, ``--lr``...) goes to a new folder beside the
+old one (``<model>_<date>_<time>``), which is left as it is.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -197,22 +200,19 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
     from mbn_backbones.engine import ProgressBarHook
     from mbn_backbones.utils import quiet_upstream_noise
 
-    work_dir = Path(args.work_dir) / name
     signature = dict(iters=args.iters, batch=args.batch, lr=args.lr,
                      backbone_lr_mult=args.backbone_lr_mult,
                      val_interval=args.val_interval, **(options or {}))
+    work_dir = run_folder(Path(args.work_dir), name, signature, args.fresh)
     result_file = work_dir / 'result.json'
-    if result_file.is_file() and not args.fresh:
+    if result_file.is_file():
         done = json.loads(result_file.read_text())
-        if done.get('signature') == signature:
-            print(f'[{name}] finished earlier with these options: {result_file}')
-            if keep is not None:
-                keep[name] = load_trained(done)
-            return done
-    if args.fresh and work_dir.exists():
-        # never delete: a fresh run starts beside the old one
-        work_dir = work_dir.with_name(f'{name}_{time.strftime("%Y%m%d_%H%M%S")}')
+        print(f'[{name}] finished earlier with these options: {result_file}')
+        if keep is not None:
+            keep[name] = load_trained(done)
+        return done
     work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / 'signature.json').write_text(json.dumps(signature) + '\n')
 
     cfg.work_dir = str(work_dir)
     cfg.runner_type = 'mbn_backbones.Runner'
@@ -245,6 +245,38 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
         keep[name] = runner.model
     result_file.write_text(json.dumps(result, indent=1) + '\n')
     return result
+
+
+def run_folder(root: Path, name: str, signature: dict, fresh: bool) -> Path:
+    """The folder of model ``name``'s run with these options: the one of
+    ``<root>/<name>``, ``<root>/<name>_<time>`` that ran with them (to reuse its
+    result or resume it), else a new one. A folder of a run with other
+    options is never resumed, changed or deleted: the new run goes beside it.
+    With ``fresh``, always a new folder."""
+    stamped = re.compile(rf'{re.escape(name)}_\d{{8}}_\d{{6}}(_\d+)?')
+    candidates = sorted(p for p in root.glob(f'{name}_*') if stamped.fullmatch(p.name))
+    if not fresh:
+        for folder in [root / name, *reversed(candidates)]:
+            if ran_with(folder) == signature:
+                return folder
+    if not (root / name).exists():
+        return root / name
+    folder = root / f'{name}_{time.strftime("%Y%m%d_%H%M%S")}'
+    for n in range(2, 1000):  # never one that exists
+        if not folder.exists():
+            break
+        folder = folder.with_name(f'{name}_{time.strftime("%Y%m%d_%H%M%S")}_{n}')
+    print(f'[{name}] {root / name} holds a run with other options; this one goes to {folder}')
+    return folder
+
+
+def ran_with(folder: Path) -> dict | None:
+    """The options of the run in ``folder`` (None if there is none)."""
+    for marker in (folder / 'signature.json', folder / 'result.json'):
+        if marker.is_file():
+            value = json.loads(marker.read_text())
+            return value.get('signature') if marker.name == 'result.json' else value
+    return None
 
 
 def images_per_s(iterations: list[list[float]]) -> float | None:

@@ -199,3 +199,26 @@ def test_missing_weights_are_named(bench, tmp_path):
                             '--work-dir', str(tmp_path / 'w'), '--out', str(tmp_path / 'o.json')])
     assert not (tmp_path / 'o.json').exists()
 
+
+
+def test_a_run_with_other_options_goes_beside_the_old_one(bench, tmp_path, capsys):
+    run_folder = bench['finetune'].run_folder
+    first, other = dict(iters=150, lr=0.001), dict(iters=300, lr=0.001)
+    assert run_folder(tmp_path, 'ours', first, fresh=False) == tmp_path / 'ours'
+    (tmp_path / 'ours').mkdir()
+    (tmp_path / 'ours' / 'signature.json').write_text(json.dumps(first))
+    # ours_scratch is another model, not a run of ours
+    (tmp_path / 'ours_scratch').mkdir()
+    (tmp_path / 'ours_scratch' / 'signature.json').write_text(json.dumps(other))
+    assert run_folder(tmp_path, 'ours', first, fresh=False) == tmp_path / 'ours'
+    beside = run_folder(tmp_path, 'ours', other, fresh=False)
+    assert beside.parent == tmp_path and beside.name.startswith('ours_2')
+    assert 'holds a run with other options' in capsys.readouterr().out
+    beside.mkdir()
+    (beside / 'signature.json').write_text(json.dumps(other))
+    assert run_folder(tmp_path, 'ours', other, fresh=False) == beside
+    assert run_folder(tmp_path, 'ours', first, fresh=True) not in (tmp_path / 'ours', beside)
+    # a finished run of an older version (no signature.json) is known by its result
+    (tmp_path / 'old').mkdir()
+    (tmp_path / 'old' / 'result.json').write_text(json.dumps(dict(signature=first)))
+    assert run_folder(tmp_path, 'old', first, fresh=False) == tmp_path / 'old'
