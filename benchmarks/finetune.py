@@ -109,7 +109,8 @@ def imagenet_backbone(tflite: Path, out_dir: Path, norm_eps: float) -> tuple[str
     from mbn_backbones.engine.checkpoint import atomic_save, load_local_checkpoint
     from mbn_backbones.tflite import checkpoints, convert_tflite
 
-    dst = out_dir / f'{tflite.stem}_backbone.pth'
+    # the identity statistics depend on eps: one file per eps
+    dst = out_dir / f'{tflite.stem}_eps{norm_eps:g}_backbone.pth'
     if dst.is_file():
         ckpt = load_local_checkpoint(str(dst))
         backbone = ckpt['meta']['backbone']

@@ -181,7 +181,7 @@ def test_coco128_finetune_writes_report_and_checkpoints(bench, coco128_root, tmp
     assert out.with_suffix('.png').is_file()
     # the converted ImageNet backbone is made once and shared by both models
     assert [p.name for p in (tmp_path / 'work').glob('*_backbone.pth')] == [
-        'mobilenet_v2_1.0_224_quant_backbone.pth']
+        'mobilenet_v2_1.0_224_quant_eps0.001_backbone.pth']
 
 
 def test_bad_options_are_named(bench, capsys):
