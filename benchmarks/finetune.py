@@ -219,6 +219,10 @@ def train(name: str, cfg, args, metric_keys: tuple[str, ...], options: dict | No
     cfg.runner_type = 'mbn_backbones.Runner'
     cfg.resume = (work_dir / 'last_checkpoint').is_file()
     cfg.log_level = 'WARNING'
+    if cfg.get('visualizer'):
+        # mmengine keeps one visualizer per name in a process: without a name of
+        # its own, each later model's scalars would go to the first model's folder
+        cfg.visualizer.name = f'{work_dir.name}_{time.strftime("%Y%m%d_%H%M%S")}'
     cfg.dump(str(work_dir / 'config.py'))
     runner = RUNNERS.build(cfg)
     quiet_upstream_noise(runner.logger)

@@ -179,6 +179,10 @@ def test_coco128_finetune_writes_report_and_checkpoints(bench, coco128_root, tmp
         assert [c[0] for c in model['curve']] == [2]
         assert Path(model['checkpoint']).is_file() and model['latency_ms'] > 0
     assert out.with_suffix('.png').is_file()
+    # each model's logged scalars in its own folder (mmengine keeps one
+    # visualizer per name in a process)
+    for name in ('ours', 'mmdet_ssdlite'):
+        assert list((tmp_path / 'work' / name).glob('*/vis_data/scalars.json')), name
     # the converted ImageNet backbone is made once and shared by both models
     assert [p.name for p in (tmp_path / 'work').glob('*_backbone.pth')] == [
         'mobilenet_v2_1.0_224_quant_eps0.001_backbone.pth']
