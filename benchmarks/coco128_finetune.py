@@ -16,6 +16,12 @@ frozen: ``norm_eval=True``), and differs in what sits on it:
   ``mbn_backbones.SSDHead`` (mmdet 3.3.0's cannot predict);
 - ``ours_scratch``: ours with no ImageNet weights (its BatchNorms train).
 
+Ablation, trained only when ``--models`` names it:
+
+- ``mmdet_ssdlite_expand_tap``: mmdet's model reading the 576-channel
+  expansion layer of block 14 as its first level, as ours does, instead of
+  the 96-channel output of that block (everything else mmdet's).
+
 COCO128 (``../shared/data/coco128``) is the first 128 COCO train2017 images;
 its val annotations are the same file, so the score says how well each
 model fits these images in the budget, as the dataset is meant for. Every
@@ -41,6 +47,7 @@ from finetune import (SHARED, finetune_parser, imagenet_backbone, latency_ms, ma
                       parse_finetune_args, plot, recipe, require, train)
 
 MODELS = ('ours', 'mmdet_ssdlite', 'ours_scratch')
+ABLATIONS = ('mmdet_ssdlite_expand_tap',)
 TFLITE = 'mobilenet_v2_1.0_224_quant.tflite'
 CONFIG = REPO_ROOT / 'configs' / 'ssdlite' / 'ssdlite_mobilenetv2_8xb24-600e_coco.py'
 MMDET_CONFIG = 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'
@@ -51,7 +58,8 @@ INPUT_SIZE = 320
 
 def parse_args(argv=None):
     parser = finetune_parser(__doc__, 'coco128_finetune', MODELS, iters=300, batch=8,
-                             val_interval=75, lr=0.001, tflite=TFLITE, latency_rounds=10)
+                             val_interval=75, lr=0.001, tflite=TFLITE, latency_rounds=10,
+                             ablations=ABLATIONS)
     parser.add_argument('--data-root', default=str(SHARED / 'data' / 'coco128'),
                         help='COCO128: images/ and annotations/instances_{train,val}.json '
                              '(default: %(default)s)')
@@ -66,13 +74,19 @@ def model_config(name: str, backbone_ckpt: str, backbone: dict):
 
     scratch = name == 'ours_scratch'
     init = None if scratch else dict(type='Pretrained', checkpoint=backbone_ckpt)
-    if name == 'mmdet_ssdlite':
+    if name.startswith('mmdet_ssdlite'):
         model = Config.fromfile(resolve_config(MMDET_CONFIG)).model
         assert model.bbox_head.type == 'SSDHead', model.bbox_head.type
         model.bbox_head.type = 'mbn_backbones.SSDHead'
         # ours for mmdet's MobileNetV2: its arguments, our type, Google's weights
         model.backbone.update(type='mbn_backbones.MobileNetV2', padding=backbone['padding'],
                               norm_eval=True)
+        if name == 'mmdet_ssdlite_expand_tap':
+            first = model.backbone.out_indices[0]  # block 14 is the first of stage 5
+            model.backbone.out_indices = (f'{first + 1}.expand', *model.backbone.out_indices[1:])
+            levels = (576, *model.neck.out_channels[1:])
+            model.neck.update(in_channels=(576, *model.neck.in_channels[1:]), out_channels=levels)
+            model.bbox_head.in_channels = levels
     else:
         model = Config.fromfile(str(CONFIG)).model
         model.backbone.update(padding=backbone['padding'], norm_eval=not scratch)

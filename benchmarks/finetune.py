@@ -30,19 +30,22 @@ TFLITE_DIR = SHARED / 'weights' / 'tflite'
 
 
 def finetune_parser(doc: str, name: str, models: tuple[str, ...], iters: int, batch: int,
-                    val_interval: int, lr: float, tflite: str,
-                    latency_rounds: int) -> argparse.ArgumentParser:
+                    val_interval: int, lr: float, tflite: str, latency_rounds: int,
+                    ablations: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """A parser with the options every fine-tuning benchmark has; its own
-    come after, then :func:`parse_finetune_args`."""
+    come after, then :func:`parse_finetune_args`. ``ablations`` are models
+    trained only when ``--models`` names them."""
     parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--tflite', default=str(TFLITE_DIR / tflite),
                         help="Google's ImageNet classifier (default: %(default)s)")
     parser.add_argument('--latency-rounds', type=int, default=latency_rounds,
                         help='timed rounds of the inference latency (default: %(default)s)')
-    parser.add_argument('--models', nargs='+', default=list(models), choices=models,
+    parser.add_argument('--models', nargs='+', default=list(models), choices=models + ablations,
                         metavar='MODEL', help=f'models to train, of {", ".join(models)} '
-                                              '(default: all)')
+                                              '(default: all)' + (
+                                                  f' and the ablations {", ".join(ablations)}'
+                                                  if ablations else ''))
     parser.add_argument('--iters', type=int, default=iters,
                         help='training iterations per model, the same for every model '
                              '(default: %(default)s, about right for 2 CPU cores; '

@@ -116,6 +116,30 @@ def test_coco128_mmdet_model_is_mmdets_ssdlite_with_our_backbone(bench):
     assert theirs.data_preprocessor.mean.flatten().tolist() == [127.5] * 3
 
 
+def test_coco128_expand_tap_ablation_changes_only_mmdets_first_level(bench):
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+
+    coco = bench['coco']
+    backbone = dict(type='mbn_backbones.MobileNetV2', padding='tf_same')
+    assert 'mmdet_ssdlite_expand_tap' not in coco.parse_args([]).models
+    assert coco.parse_args(['--models', 'mmdet_ssdlite_expand_tap']).models == [
+        'mmdet_ssdlite_expand_tap']
+    theirs = coco.model_config('mmdet_ssdlite', 'w.pth', backbone)
+    tapped = coco.model_config('mmdet_ssdlite_expand_tap', 'w.pth', backbone)
+    ours = coco.model_config('ours', 'w.pth', backbone)
+    assert tapped.backbone.out_indices == ours.backbone.out_indices == ('5.expand', 7)
+    for part in ('neck', 'bbox_head'):
+        differ = {k for k in theirs[part] if theirs[part][k] != tapped[part][k]}
+        assert differ == ({'in_channels', 'out_channels'} if part == 'neck' else {'in_channels'})
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.no_grad():
+        tapped.backbone.init_cfg = None
+        model = MODELS.build(tapped).eval()
+        features = model.extract_feat(torch.zeros(1, 3, 320, 320))
+    assert [tuple(f.shape[1:]) for f in features][:3] == [(576, 20, 20), (1280, 10, 10),
+                                                          (512, 5, 5)]
+
+
 def _run(module, argv):
     return module.main(argv)
 
