@@ -404,6 +404,16 @@ def remove_stale_downloads(folder: str, name: str, age_s: float = STALE_DOWNLOAD
     return removed
 
 
+def pretrained_init_cfgs(init_cfg) -> list:
+    """The ``Pretrained`` entries of a module's ``init_cfg`` (one dict or a
+    list of them) that name a checkpoint: what mmengine's ``init_weights``
+    will load."""
+    from mmengine.model.weight_init import PretrainedInit
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return [c for c in cfgs if isinstance(c, Mapping) and isinstance(c.get('checkpoint'), str)
+            and c.get('type') in ('Pretrained', PretrainedInit)]
+
+
 # mmengine's model-zoo names (its CheckpointLoader schemes that stand for a URL)
 ZOO_SCHEMES = ('torchvision://', 'modelzoo://', 'open-mmlab://', 'openmmlab://', 'mmcls://')
 

@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 import torch
 
 from ..registry import HOOKS
+from .checkpoint import pretrained_init_cfgs, read_checkpoint
 
 try:
     from mmengine.hooks import Hook
@@ -125,8 +126,6 @@ class ClassCountHook(Hook):
             return
         from mmengine.model import is_model_wrapper
 
-        from .checkpoint import read_checkpoint
-
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         sources = [('load_from', model, runner._load_from)] if runner._load_from else []  # noqa: SLF001
         # a Pretrained init_cfg loads its file into its own module, keys relative to it
@@ -148,8 +147,6 @@ class ClassCountHook(Hook):
 
 
 def _pretrained(init_cfg) -> list:
-    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
     # With a prefix (e.g. prefix='backbone.') the keys are renamed; only whole-model
     # files can hold the heads.
-    return [c for c in cfgs if isinstance(c, Mapping) and c.get('type') == 'Pretrained'
-            and c.get('checkpoint') and not c.get('prefix')]
+    return [c for c in pretrained_init_cfgs(init_cfg) if not c.get('prefix')]

@@ -30,7 +30,8 @@ from mmengine.utils import apply_to, get_git_hash
 from ..registry import HOOKS, RUNNERS
 from ..upstream import check_version
 from .checkpoint import (atomic_save, atomic_write_text, checkpoint_safe_globals,
-                         download_checkpoint, model_zoo_url, read_checkpoint, remove_leftovers)
+                         download_checkpoint, model_zoo_url, pretrained_init_cfgs, read_checkpoint,
+                         remove_leftovers)
 
 
 def _is_local(path, file_client_args, backend_args) -> bool:
@@ -39,13 +40,6 @@ def _is_local(path, file_client_args, backend_args) -> bool:
     local_backend = backend_args is None or (backend_args.get('backend') == 'local' and
                                              len(backend_args) == 1)
     return file_client_args is None and local_backend and '://' not in str(path)
-
-
-def _pretrained_cfgs(init_cfg) -> list:
-    from mmengine.model.weight_init import PretrainedInit
-    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return [c for c in cfgs if isinstance(c, dict) and isinstance(c.get('checkpoint'), str)
-            and c.get('type') in ('Pretrained', PretrainedInit)]
 
 
 def _remote_url(checkpoint: str):
@@ -58,7 +52,7 @@ def _remote_pretrained(module) -> list:
     """The Pretrained entries of ``module.init_cfg`` that mmengine would download."""
     from ..models.backbones import MobileNet
     from ..pretrained import SCHEMES
-    cfgs = _pretrained_cfgs(getattr(module, 'init_cfg', None))
+    cfgs = pretrained_init_cfgs(getattr(module, 'init_cfg', None))
     if isinstance(module, MobileNet):  # converts these names itself (mbn_backbones.pretrained)
         cfgs = [c for c in cfgs if not c['checkpoint'].startswith(SCHEMES)]
     return [c for c in cfgs if _remote_url(c['checkpoint'])]
