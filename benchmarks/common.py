@@ -40,13 +40,14 @@ def add_timing_args(parser: argparse.ArgumentParser, rounds: int, warmup: int,
 
 
 def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                 at_least_one: tuple[str, ...] = ('rounds', 'threads')) -> None:
+                 at_least_one: tuple[str, ...] = ('rounds', 'threads'),
+                 at_least_zero: tuple[str, ...] = ('warmup',)) -> None:
     """Exit with the option's name where a count is out of range."""
-    for name in at_least_one:
-        if getattr(args, name) < 1:
-            parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
-    if args.warmup < 0:
-        parser.error(f'--warmup must be >= 0, got {args.warmup}')
+    for names, least in ((at_least_one, 1), (at_least_zero, 0)):
+        for name in names:
+            if getattr(args, name) < least:
+                parser.error(f'--{name.replace("_", "-")} must be >= {least}, '
+                             f'got {getattr(args, name)}')
 
 
 def resolve_config(config) -> str:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO_ROOT
+from common import REPO_ROOT, check_counts
 
 SHARED = REPO_ROOT.parent / 'shared'
 TFLITE_DIR = SHARED / 'weights' / 'tflite'
@@ -80,12 +80,8 @@ def finetune_parser(doc: str, name: str, models: tuple[str, ...], iters: int, ba
 def parse_finetune_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse; exit naming the option whose value is out of range."""
     args = parser.parse_args(argv)
-    for option in ('iters', 'batch', 'val_interval', 'threads', 'latency_rounds'):
-        if getattr(args, option) < 1:
-            parser.error(f'--{option.replace("_", "-")} must be >= 1, got '
-                         f'{getattr(args, option)}')
-    if args.workers < 0:
-        parser.error(f'--workers must be >= 0, got {args.workers}')
+    check_counts(parser, args, ('iters', 'batch', 'val_interval', 'threads', 'latency_rounds'),
+                 ('workers',))
     for option in ('lr', 'backbone_lr_mult'):
         if getattr(args, option) <= 0:
             parser.error(f'--{option.replace("_", "-")} must be > 0, got '
@@ -133,9 +129,8 @@ class _FileBacked:
         self.value = json.loads(path.read_text()) if path.is_file() else default
 
     def save(self) -> None:
-        tmp = self.path.with_suffix('.tmp')
-        tmp.write_text(json.dumps(self.value, indent=1) + '\n')
-        tmp.replace(self.path)
+        from mbn_backbones.engine.checkpoint import atomic_write_text
+        atomic_write_text(str(self.path), json.dumps(self.value, indent=1) + '\n')
 
 
 def curve_and_speed_hooks(work_dir: Path, metric_keys: tuple[str, ...]):
